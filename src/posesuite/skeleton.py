@@ -125,6 +125,15 @@ class Skeleton:
         )
 
     @classmethod
+    def coerce(cls, skeleton: Skeleton | Mapping[str, Any]) -> Skeleton:
+        """Accept a Skeleton or its config mapping (what ``skeleton: ${skeleton}`` passes)."""
+        if isinstance(skeleton, Skeleton):
+            return skeleton
+        if isinstance(skeleton, Mapping):
+            return cls.from_config(skeleton, source="cfg.skeleton")
+        raise SkeletonError(f"expected a Skeleton or its config, got {type(skeleton).__name__}")
+
+    @classmethod
     def from_yaml(cls, path: str | Path) -> Skeleton:
         path = Path(path)
         try:

@@ -1,0 +1,14 @@
+"""Entry points dispatched by run.py on ``cfg.task``."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+
+def run_task(cfg: DictConfig) -> float | None:
+    from posesuite.tasks import evaluate, summary, train
+
+    tasks = {"train": train.train, "eval": evaluate.evaluate, "summary": summary.summary}
+    if cfg.task not in tasks:
+        raise ValueError(f"task={cfg.task!r} is not one of: {', '.join(tasks)}")
+    return tasks[cfg.task](cfg)

@@ -1,0 +1,108 @@
+"""Pieces shared by the tasks: building objects from config, the trainer, writing run outputs,
+and the DDP hygiene that keeps multi-process runs and sweeps sound."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from posesuite.data.datamodule import PoseDataModule
+from posesuite.lit.module import PoseEstimationModule
+
+log = logging.getLogger(__name__)
+
+
+def build_datamodule(cfg: DictConfig) -> PoseDataModule:
+    return hydra.utils.instantiate(cfg.data, _convert_="partial")
+
+
+def build_module(cfg: DictConfig) -> PoseEstimationModule:
+    return hydra.utils.instantiate(cfg.model.module, _convert_="partial")
+
+
+def build_trainer(cfg: DictConfig, with_loggers: bool = True) -> L.Trainer:
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    loggers = (
+        [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+        if with_loggers
+        else False
+    )
+    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    path = Path(cfg.paths.output_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_run_outputs(
+    trainer: L.Trainer,
+    module: PoseEstimationModule,
+    out_dir: Path,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """metrics.json and the COCO results file of the last evaluation; rank 0 writes."""
+    metrics = {**module.last_metrics, **extra}
+    if trainer.is_global_zero:
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        (out_dir / "predictions_val.json").write_text(json.dumps(module.last_predictions))
+        log.info("metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in module.last_metrics.items()))
+        log.info("wrote %s and %s", out_dir / "metrics.json", out_dir / "predictions_val.json")
+    return metrics
+
+
+@contextlib.contextmanager
+def ddp_safe_launch() -> Iterator[None]:
+    """Make Lightning's DDP child processes run this job, and only this job.
+
+    Lightning relaunches ``sys.argv`` for ranks > 0 in the Hydra *run* folder. In a multirun,
+    that command is the whole sweep (rank 1 would run every job) and that folder is not the
+    job's. For the duration of the launch, the command becomes this job's own overrides and the
+    run folder becomes this job's output folder. Outside a multirun nothing changes.
+    """
+    if not HydraConfig.initialized() or HydraConfig.get().mode.name != "MULTIRUN":
+        yield
+        return
+    hydra_cfg = HydraConfig.get()
+    saved_argv, saved_run_dir = list(sys.argv), hydra_cfg.run.dir
+    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+    with open_dict(hydra_cfg):
+        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+    try:
+        yield
+    finally:
+        sys.argv = saved_argv
+        with open_dict(hydra_cfg):
+            hydra_cfg.run.dir = saved_run_dir
+
+
+def teardown_distributed() -> None:
+    """Destroy the process group after a run: without it, gloo aborts at interpreter exit in a
+    good share of CPU DDP runs, and the next job of a sweep cannot initialise its own group."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
+def finish_loggers(trainer: L.Trainer | None) -> None:
+    """Close wandb's run even when the job failed, so the next job of a multirun starts clean."""
+    if trainer is None:
+        return
+    for logger in trainer.loggers:
+        experiment = getattr(logger, "_experiment", None)
+        if experiment is not None and type(logger).__name__ == "WandbLogger":
+            import wandb
+
+            wandb.finish()

@@ -1,0 +1,33 @@
+"""task=summary: parameter count and GFLOPs at the model's input size.
+
+GFLOPs follow the pose-estimation literature's convention (HRNet's and CPN's tables): they count
+multiply-accumulates, i.e. half of what torch's FLOP counter reports.
+"""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+from torch.utils.flop_counter import FlopCounterMode
+
+from posesuite.tasks.common import build_module
+
+
+def count_params_and_gmacs(network: torch.nn.Module, input_size: tuple[int, int]) -> tuple[int, float]:
+    """(parameters, giga multiply-accumulates) of one forward pass on a 1x3xHxW input."""
+    params = sum(p.numel() for p in network.parameters())
+    width, height = input_size
+    network.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        network(torch.zeros(1, 3, height, width))
+    return params, counter.get_total_flops() / 2 / 1e9
+
+
+def summary(cfg: DictConfig) -> None:
+    module = build_module(cfg)
+    input_size = tuple(cfg.model.input_size)
+    params, gmacs = count_params_and_gmacs(module.network, input_size)
+    print(f"model: {cfg.model.name}  input (W x H): {input_size[0]} x {input_size[1]}")
+    print(f"parameters: {params / 1e6:.2f} M")
+    print(f"GFLOPs (multiply-accumulates, the pose literature's convention): {gmacs:.2f}")
+    print(f"params={params} gflops={gmacs:.4f}")

@@ -1,0 +1,60 @@
+"""task=train: fit, then evaluate the best checkpoint with the one evaluation protocol."""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from posesuite.config import print_config_tree
+from posesuite.tasks.common import (
+    build_datamodule,
+    build_module,
+    build_trainer,
+    ddp_safe_launch,
+    finish_loggers,
+    output_dir,
+    teardown_distributed,
+    write_run_outputs,
+)
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Returns ``cfg.optimized_metric`` of the final evaluation, for Hydra sweepers."""
+    L.seed_everything(cfg.seed, workers=True)
+    out_dir = output_dir(cfg)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg)
+    trainer = None
+    try:
+        trainer = build_trainer(cfg)
+        if trainer.is_global_zero and cfg.get("print_config"):
+            print_config_tree(cfg)
+        for logger in trainer.loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        with ddp_safe_launch():
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            if trainer.fast_dev_run:
+                best = ""
+            trainer.validate(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        metrics = write_run_outputs(
+            trainer, module, out_dir, {"checkpoint": best, "box_source": datamodule.box_source}
+        )
+    finally:
+        finish_loggers(trainer)
+        teardown_distributed()
+    return _optimized_value(cfg, metrics)
+
+
+def _optimized_value(cfg: DictConfig, metrics: dict) -> float | None:
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    key = name.split("/", 1)[-1]
+    if key not in metrics:
+        raise KeyError(f"optimized_metric={name!r} not among the run's metrics: {sorted(metrics)}")
+    return float(metrics[key])
