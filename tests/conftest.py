@@ -15,5 +15,7 @@ REAL_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "real"
 def real_data_dir() -> Path:
     """The folder of real annotated samples; tests that need it skip where it is absent."""
     if not REAL_DATA_DIR.is_dir():
-        pytest.skip(f"real samples not found at {REAL_DATA_DIR} (only present in the dev workspace)")
+        pytest.skip(
+            f"real samples not found at {REAL_DATA_DIR} (only present in the dev workspace)"
+        )
     return REAL_DATA_DIR

@@ -107,7 +107,9 @@ class Skeleton:
         seen = [i for pair in flip_pairs for i in pair]
         if len(set(seen)) != len(seen):
             raise SkeletonError(f"{source}: a keypoint appears in more than one flip pair")
-        parts = {str(k): resolve_list(v, f"parts.{k}") for k, v in (config.get("parts") or {}).items()}
+        parts = {
+            str(k): resolve_list(v, f"parts.{k}") for k, v in (config.get("parts") or {}).items()
+        }
         sigmas = per_keypoint("sigmas", None)
         joint_weights = per_keypoint("joint_weights", 1.0)
         sigmas.setflags(write=False)

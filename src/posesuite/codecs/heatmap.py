@@ -18,7 +18,7 @@ REFINEMENTS = ("dark", "shift", "none")
 
 
 class HeatmapCodec:
-    """Encode keypoints as Gaussian heatmaps; decode heatmaps to keypoints with sub-pixel refinement.
+    """Keypoints <-> Gaussian heatmaps, decoding with sub-pixel refinement.
 
     Args:
         input_size: network input (W, H) in pixels.
@@ -87,7 +87,7 @@ class HeatmapCodec:
     def decode(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, K, h, w) -> crop-space keypoints (B, K, 2) and scores (B, K) (heatmap maxima)."""
         heatmaps = heatmaps.float()
-        batch, channels, height, width = heatmaps.shape
+        batch, channels, _, width = heatmaps.shape
         flat = heatmaps.reshape(batch, channels, -1)
         scores, index = flat.max(dim=-1)
         x = (index % width).float()
@@ -156,7 +156,7 @@ def _gather_2d(maps: torch.Tensor):
 
 
 def gaussian_blur(maps: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    """Depth-wise Gaussian smoothing of (B, K, H, W) maps, sigma from the kernel size as in OpenCV."""
+    """Depth-wise Gaussian smoothing of (B, K, H, W) maps; sigma from the size, as OpenCV does."""
     sigma = 0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8
     radius = kernel_size // 2
     offsets = torch.arange(-radius, radius + 1, device=maps.device, dtype=maps.dtype)

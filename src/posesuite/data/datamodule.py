@@ -52,7 +52,10 @@ class TopDownDataset(Dataset):
         broken = [path for path, frame in zip(record.frames, frames, strict=True) if frame is None]
         if broken:
             log.warning(
-                "skipping sample %d: cannot decode %s (image id %d)", index, broken[0], record.image_id
+                "skipping sample %d: cannot decode %s (image id %d)",
+                index,
+                broken[0],
+                record.image_id,
             )
             return None
         sample = self.transform(record, frames)
@@ -76,9 +79,9 @@ class PoseDataModule(L.LightningDataModule):
     """Serves top-down person crops from a COCO-format dataset.
 
     ``dataset`` is called with ``root`` (``data.root``: the dataset's folder, or for the synthetic
-    data the cache folder it is generated into) and describes the files. ``box_source`` chooses evaluation crops: ``gt`` (ground-truth boxes) or ``detections``
-    (a COCO detection results file: ``det_file``, or the dataset's own detections). Setting
-    ``det_file`` alone selects detections.
+    data the cache folder it is generated into) and describes the files. ``box_source`` chooses
+    evaluation crops: ``gt`` (ground-truth boxes) or ``detections`` (a COCO detection results
+    file: ``det_file``, or the dataset's own detections). Setting ``det_file`` selects detections.
     """
 
     def __init__(
@@ -182,10 +185,3 @@ class PoseDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self.val_dataloader()
 
-
-def batch_to_device_images(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 (B, 3, H, W) -> normalised float on the images' device (done on the device, not in
-    the workers, so workers ship 4x fewer bytes)."""
-    mean_t = torch.tensor(mean, device=images.device).view(1, -1, 1, 1) * 255
-    std_t = torch.tensor(std, device=images.device).view(1, -1, 1, 1) * 255
-    return (images.float() - mean_t) / std_t

@@ -94,7 +94,8 @@ class TopDownTransform:
             crop_keypoints = crop_keypoints[self.skeleton.flip_index]
             weight = weight[self.skeleton.flip_index]
         return {
-            "image": np.stack([c.transpose(2, 0, 1) for c in crops]) if len(crops) > 1
+            "image": np.stack([c.transpose(2, 0, 1) for c in crops])
+            if len(crops) > 1
             else crops[0].transpose(2, 0, 1),
             "keypoints": crop_keypoints.astype(np.float32),
             "keypoint_weight": weight,
@@ -112,11 +113,17 @@ class TopDownTransform:
                 center, size = half
         if aug.shift_factor > 0:
             center = center + rng.uniform(-1, 1, size=2) * aug.shift_factor * size
-        scale = np.clip(rng.normal() * aug.scale_factor + 1, 1 - aug.scale_factor, 1 + aug.scale_factor)
+        scale = np.clip(
+            rng.normal() * aug.scale_factor + 1, 1 - aug.scale_factor, 1 + aug.scale_factor
+        )
         rotation = 0.0
         if rng.random() < aug.rotation_prob:
             rotation = float(
-                np.clip(rng.normal() * aug.rotation_factor, -2 * aug.rotation_factor, 2 * aug.rotation_factor)
+                np.clip(
+                    rng.normal() * aug.rotation_factor,
+                    -2 * aug.rotation_factor,
+                    2 * aug.rotation_factor,
+                )
             )
         flip = bool(rng.random() < aug.flip_prob)
         return center, size * scale, rotation, flip

@@ -175,7 +175,7 @@ class PoseEstimationModule(L.LightningModule):
 
 
 def apply_inverse_affine(points: torch.Tensor, affine: torch.Tensor) -> torch.Tensor:
-    """Map (B, K, 2) crop points back to the image through the exact inverse of (B, 2, 3) affines."""
+    """(B, K, 2) crop points -> image points, through the exact inverse of the (B, 2, 3) affines."""
     linear, shift = affine[..., :2], affine[..., 2:]
     inverse = torch.linalg.inv(linear.double())
     image_points = (points.double() - shift.transpose(-1, -2).double()) @ inverse.transpose(-1, -2)

@@ -1,4 +1,4 @@
-"""A top-down network: a backbone and a head; its output is a dict the loss and codec read by name."""
+"""Top-down network: backbone + head; outputs a dict that the loss and codec read by name."""
 
 from __future__ import annotations
 

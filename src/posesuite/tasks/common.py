@@ -15,7 +15,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from posesuite.data.datamodule import PoseDataModule
 from posesuite.lit.module import PoseEstimationModule

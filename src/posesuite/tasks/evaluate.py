@@ -37,7 +37,10 @@ def evaluate(cfg: DictConfig) -> float | None:
         with ddp_safe_launch():
             trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
         metrics = write_run_outputs(
-            trainer, module, out_dir, {"checkpoint": ckpt_path or "", "box_source": datamodule.box_source}
+            trainer,
+            module,
+            out_dir,
+            {"checkpoint": ckpt_path or "", "box_source": datamodule.box_source},
         )
     finally:
         finish_loggers(trainer)

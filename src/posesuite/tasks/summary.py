@@ -13,7 +13,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from posesuite.tasks.common import build_module
 
 
-def count_params_and_gmacs(network: torch.nn.Module, input_size: tuple[int, int]) -> tuple[int, float]:
+def count_params_and_gmacs(
+    network: torch.nn.Module, input_size: tuple[int, int]
+) -> tuple[int, float]:
     """(parameters, giga multiply-accumulates) of one forward pass on a 1x3xHxW input."""
     params = sum(p.numel() for p in network.parameters())
     width, height = input_size

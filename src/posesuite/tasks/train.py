@@ -37,7 +37,9 @@ def train(cfg: DictConfig) -> float | None:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         with ddp_safe_launch():
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            best = (
+                trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            )
             if trainer.fast_dev_run:
                 best = ""
             trainer.validate(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)

@@ -1,4 +1,4 @@
-"""COCO person-keypoints reader (also reads the synthetic dataset, which is written in this format)."""
+"""COCO person-keypoints reader. The synthetic dataset is COCO-format and read here too."""
 
 from __future__ import annotations
 
