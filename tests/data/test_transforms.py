@@ -1,0 +1,118 @@
+
+import cv2
+import numpy as np
+import pytest
+
+from posesuite.data.datamodule import read_image
+from posesuite.data.geometry import apply_affine, invert_affine
+from posesuite.data.sources.coco import read_coco_keypoints
+from posesuite.data.transforms import Augmentation, TopDownTransform
+from posesuite.skeleton import load_skeleton
+
+SKELETON = load_skeleton("coco17")
+
+
+def disc_canvas(shape, point, radius=3):
+    """Black image with one white anti-aliased disc centred on ``point`` (sub-pixel)."""
+    canvas = np.zeros(shape, np.uint8)
+    centre = (round(point[0] * 16), round(point[1] * 16))
+    cv2.circle(canvas, centre, radius * 16, (255, 255, 255), -1, lineType=cv2.LINE_AA, shift=4)
+    return canvas
+
+
+def intensity_centroid(crop):
+    weight = crop[..., 0].astype(np.float64)
+    ys, xs = np.mgrid[: weight.shape[0], : weight.shape[1]]
+    return np.array([(xs * weight).sum(), (ys * weight).sum()]) / weight.sum()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_keypoints_land_on_the_joints_of_real_crops(real_data_dir, seed):
+    coco_dir = real_data_dir / "coco"
+    records = read_coco_keypoints(coco_dir / "test_coco.json", coco_dir, 17)
+    aug = Augmentation(rotation_prob=1.0, flip_prob=0.5, half_body_prob=0.0, photometric=False)
+    transform = TopDownTransform(SKELETON, (192, 256), augmentation=aug)
+    transform._rng = np.random.default_rng(seed)  # a fixed draw per parametrisation
+    transform._rng_pid = __import__("os").getpid()
+    checked = 0
+    for record in records:
+        image = read_image(record.image_path)
+        # One draw of the augmentation per person, then every joint's disc through that crop.
+        state = transform.rng().bit_generator.state
+        sample = transform(record, [image])
+        flipped = np.linalg.det(sample["affine"][:, :2]) < 0  # a mirror reverses orientation
+        zoom = np.sqrt(abs(np.linalg.det(sample["affine"][:, :2])))
+        radius = max(2, round(8 / zoom))  # about 8 px in the crop: well sampled, sub-pixel centroid
+        margin = radius * zoom + 2
+        for k in range(17):
+            x, y = sample["keypoints"][k]
+            if sample["keypoint_weight"][k] == 0 or min(x, y, 191 - x, 255 - y) < margin:
+                continue  # a disc cut by the crop border has a biased centroid
+            # After a flip, output channel k holds the mirrored joint: its disc is drawn there.
+            source = SKELETON.flip_index[k] if flipped else k
+            sx, sy = record.keypoints[source, :2]
+            if min(sx, sy, image.shape[1] - 1 - sx, image.shape[0] - 1 - sy) < radius + 1:
+                continue  # likewise a disc cut by the image border
+            transform.rng().bit_generator.state = state
+            disc = transform(
+                record, [disc_canvas(image.shape, record.keypoints[source, :2], radius)]
+            )
+            found = intensity_centroid(disc["image"].transpose(1, 2, 0))
+            assert np.linalg.norm(found - sample["keypoints"][k]) < 0.15, (record.annotation_id, k)
+            checked += 1
+        transform.rng().bit_generator.state = state
+        transform(record, [image])  # leave the generator where the next person expects it
+    assert checked > 20
+
+
+def test_crop_keypoints_map_back_to_image_keypoints(real_data_dir):
+    coco_dir = real_data_dir / "coco"
+    records = read_coco_keypoints(coco_dir / "test_coco.json", coco_dir, 17)
+    transform = TopDownTransform(SKELETON, (192, 256), augmentation=Augmentation(flip_prob=0.0))
+    for record in records:
+        sample = transform(record, [read_image(record.image_path)])
+        back = apply_affine(
+            sample["keypoints"].astype(np.float64),
+            invert_affine(sample["affine"].astype(np.float64)),
+        )
+        labelled = record.keypoints[:, 2] > 0
+        assert np.abs(back[labelled] - record.keypoints[labelled, :2]).max() < 1e-3
+
+
+def test_evaluation_crop_centres_the_box(real_data_dir):
+    coco_dir = real_data_dir / "coco"
+    (record, *_) = read_coco_keypoints(coco_dir / "test_coco.json", coco_dir, 17)
+    sample = TopDownTransform(SKELETON, (192, 256))(record, [read_image(record.image_path)])
+    x, y, w, h = record.bbox
+    centre = apply_affine(
+        np.array([x + w / 2 - 0.5, y + h / 2 - 0.5]), sample["affine"].astype(np.float64)
+    )
+    np.testing.assert_allclose(centre, [95.5, 127.5], atol=1e-3)
+    assert sample["image"].shape == (3, 256, 192) and sample["image"].dtype == np.uint8
+
+
+def test_keypoints_outside_the_crop_get_zero_weight(real_data_dir):
+    coco_dir = real_data_dir / "coco"
+    records = read_coco_keypoints(coco_dir / "test_coco.json", coco_dir, 17)
+    aug = Augmentation(
+        scale_factor=0.0,
+        rotation_prob=0.0,
+        flip_prob=0.0,
+        half_body_prob=1.0,
+        half_body_min_keypoints=8,
+        photometric=False,
+    )
+    transform = TopDownTransform(SKELETON, (192, 256), augmentation=aug)
+    dropped = 0
+    for record in records:
+        sample = transform(record, [read_image(record.image_path)])
+        points, weight = sample["keypoints"], sample["keypoint_weight"]
+        inside = (
+            (points[:, 0] >= -0.5)
+            & (points[:, 0] <= 191.5)
+            & (points[:, 1] >= -0.5)
+            & (points[:, 1] <= 255.5)
+        )
+        assert not (weight.astype(bool) & ~inside).any()
+        dropped += int(((record.keypoints[:, 2] > 0) & (weight == 0)).sum())
+    assert dropped > 0  # half-body crops really cut joints off
