@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,9 @@ def build_module(cfg: DictConfig) -> PoseEstimationModule:
 
 
 def build_trainer(cfg: DictConfig, with_loggers: bool = True) -> L.Trainer:
+    # DistributedSampler pads the last batch with repeated samples; our metrics de-duplicate on
+    # sample_id, so Lightning's advice to validate on one device does not apply.
+    warnings.filterwarnings("ignore", message=r".*DistributedSampler.*replicates some samples")
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     loggers = (
         [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c]

@@ -77,13 +77,14 @@ def _index_images(coco: dict, ann_file: Path, image_dir: Path) -> dict[int, dict
 
 
 def read_coco_keypoints(
-    ann_file: Path, image_dir: Path, num_keypoints: int, category_id: int = 1
+    ann_file: str | Path, image_dir: str | Path, num_keypoints: int, category_id: int = 1
 ) -> list[PersonRecord]:
     """Ground-truth person records, standard protocol: skip crowd and keypoint-less people.
 
     Boxes are clipped to the image; people with an empty box are dropped, as in the reference
     top-down code.
     """
+    ann_file, image_dir = Path(ann_file), Path(image_dir)
     coco = load_json(ann_file)
     images = _index_images(coco, ann_file, image_dir)
     records = []
@@ -121,14 +122,15 @@ def read_coco_keypoints(
 
 
 def read_detections(
-    det_file: Path,
-    ann_file: Path,
-    image_dir: Path,
+    det_file: str | Path,
+    ann_file: str | Path,
+    image_dir: str | Path,
     num_keypoints: int,
     min_score: float = 0.0,
     category_id: int = 1,
 ) -> list[PersonRecord]:
     """Person records from a detector's COCO results file (boxes only, for evaluation)."""
+    det_file, ann_file, image_dir = Path(det_file), Path(ann_file), Path(image_dir)
     coco = load_json(ann_file)
     images = _index_images(coco, ann_file, image_dir)
     detections = load_json(det_file)

@@ -1,0 +1,176 @@
+"""End-to-end runs of ``python run.py`` as a user types them, on a tiny synthetic dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from posesuite.paths import REPO_ROOT
+
+TEN_STATS = ["AP", "AP50", "AP75", "AP_M", "AP_L", "AR", "AR50", "AR75", "AR_M", "AR_L"]
+
+
+def tiny_data(root: Path) -> list[str]:
+    return [
+        f"data.root={root}",
+        "data.dataset.num_train_images=24",
+        "data.dataset.num_val_images=6",
+        "data.batch_size=8",
+        "data.val_batch_size=16",
+        "data.num_workers=0",
+        "data.persistent_workers=false",
+    ]
+
+
+def run(
+    args: list[str], out_dir: Path, check: bool = True, multirun: bool = False
+) -> subprocess.CompletedProcess:
+    where = f"hydra.sweep.dir={out_dir}" if multirun else f"hydra.run.dir={out_dir}"
+    command = [
+        sys.executable,
+        "run.py",
+        *(["-m"] if multirun else []),
+        *args,
+        where,
+        "print_config=false",
+    ]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "WANDB_MODE": "offline"}
+    result = subprocess.run(
+        command, cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=900
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        )
+    return result
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("synthetic")
+
+
+@pytest.fixture(scope="module")
+def trained_run(data_root, tmp_path_factory) -> Path:
+    """Two short epochs on the tiny dataset: checkpoints, metrics and predictions."""
+    out = tmp_path_factory.mktemp("train")
+    run([*tiny_data(data_root), "trainer.max_epochs=2", "logger=many"], out)
+    return out
+
+
+def test_fast_dev_run(data_root, tmp_path):
+    run([*tiny_data(data_root), "debug=fdr"], tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(TEN_STATS) <= set(metrics)
+
+
+def test_training_writes_checkpoints_metrics_predictions_and_logs(trained_run):
+    assert (trained_run / "checkpoints" / "last.ckpt").is_file()
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert set(TEN_STATS) <= set(metrics) and metrics["box_source"] == "gt"
+    assert Path(metrics["checkpoint"]).is_file()
+    predictions = json.loads((trained_run / "predictions_val.json").read_text())
+    assert predictions and {"image_id", "category_id", "keypoints", "score"} <= set(predictions[0])
+    assert len(predictions[0]["keypoints"]) == 17 * 3
+    assert (trained_run / "csv" / "metrics.csv").is_file()
+    assert list((trained_run / "tensorboard").rglob("events.out.tfevents.*"))
+
+
+def test_resume_from_last_checkpoint_continues_the_run(data_root, trained_run, tmp_path):
+    import torch
+
+    last = trained_run / "checkpoints" / "last.ckpt"
+    run([*tiny_data(data_root), "trainer.max_epochs=3", f"ckpt_path={last}"], tmp_path)
+    resumed = torch.load(
+        tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )
+    before = torch.load(last, map_location="cpu", weights_only=False)
+    assert before["epoch"] == 1 and resumed["epoch"] == 2
+    assert resumed["global_step"] == before["global_step"] * 3 // 2
+
+
+def test_eval_on_detections_uses_the_detector_boxes(data_root, trained_run, tmp_path):
+    last = trained_run / "checkpoints" / "last.ckpt"
+    det_file = next(data_root.rglob("person_detections_val.json"))
+    run(
+        [
+            *tiny_data(data_root),
+            "task=eval",
+            f"ckpt_path={last}",
+            f"data.det_file={det_file}",
+            "model.module.postprocess.nms=none",
+        ],
+        tmp_path,
+    )
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["box_source"] == "detections" and metrics["checkpoint"] == str(last)
+    predictions = json.loads((tmp_path / "predictions_val.json").read_text())
+    assert len(predictions) == len(json.loads(det_file.read_text()))  # one pose per box, no NMS
+
+
+def test_summary_prints_params_and_gflops(tmp_path):
+    result = run(["task=summary"], tmp_path)
+    last_line = result.stdout.strip().splitlines()[-1]
+    fields = dict(item.split("=") for item in last_line.split())
+    assert set(fields) == {"params", "gflops"}
+    import timm
+
+    backbone = timm.create_model("resnet18", features_only=True, out_indices=(4,))
+    assert int(fields["params"]) > sum(p.numel() for p in backbone.parameters())
+    assert 0.1 < float(fields["gflops"]) < 2.0
+
+
+def test_unknown_config_key_and_skeleton_are_named(tmp_path):
+    result = run(["data.no_such_key=1"], tmp_path, check=False)
+    assert result.returncode != 0 and "no_such_key" in result.stderr
+    result = run(["skeleton=no_such_skeleton"], tmp_path, check=False)
+    assert (
+        result.returncode != 0 and "no_such_skeleton" in result.stderr and "coco17" in result.stderr
+    )
+
+
+def test_missing_checkpoint_is_named(data_root, tmp_path):
+    result = run(
+        [*tiny_data(data_root), "task=eval", "ckpt_path=/nowhere/last.ckpt"], tmp_path, check=False
+    )
+    assert result.returncode != 0 and "/nowhere/last.ckpt" in result.stderr
+
+
+@pytest.mark.slow
+def test_ddp_on_cpu_counts_each_validation_sample_once(data_root, tmp_path):
+    run(
+        [
+            *tiny_data(data_root),
+            "trainer=ddp_sim",
+            "trainer.max_epochs=1",
+            "model.module.postprocess.nms=none",
+        ],
+        tmp_path,
+    )
+    ann = next(data_root.rglob("person_keypoints_val.json"))
+    people = [a for a in json.loads(ann.read_text())["annotations"] if a["num_keypoints"] > 0]
+    predictions = json.loads((tmp_path / "predictions_val.json").read_text())
+    assert len(predictions) == len(people)  # the sampler's padding is not double-counted
+
+
+@pytest.mark.slow
+def test_multirun_sweep_with_ddp_runs_each_job_once(data_root, tmp_path):
+    result = run(
+        [
+            *tiny_data(data_root),
+            "trainer=ddp_sim",
+            "trainer.max_epochs=1",
+            "model.module.optimizer.lr=0.001,0.002",
+        ],
+        tmp_path,
+        multirun=True,
+    )
+    metrics = sorted(tmp_path.rglob("metrics.json"))
+    assert [p.parent.name for p in metrics] == ["0", "1"], result.stdout[-2000:]
+    # Rank 1 of each job ran that job only: two sweep jobs launched, not four.
+    assert result.stdout.count("Launching 2 jobs locally") == 1
