@@ -16,8 +16,9 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from posesuite.metrics import COCO_KEYPOINT_STAT_NAMES, COCOKeypointAP, evaluate_coco_keypoints
 from posesuite.metrics import coco as coco_module
+from posesuite.metrics.coco import COCOKeypointAP
+from posesuite.metrics.coco_eval import COCO_KEYPOINT_STAT_NAMES, evaluate_coco_keypoints
 from posesuite.skeleton import load_skeleton
 
 SIGMAS = tuple(load_skeleton("coco17").sigmas.tolist())

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from posesuite.metrics.coco import evaluate_coco_keypoints
+from posesuite.metrics.coco_eval import evaluate_coco_keypoints
 from posesuite.skeleton import load_skeleton
 
 PROGRAM = "posesuite-eval"

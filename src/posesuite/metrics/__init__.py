@@ -1,9 +1,2 @@
-"""Evaluation metrics that wrap the official protocols."""
-
-from posesuite.metrics.coco import (
-    COCO_KEYPOINT_STAT_NAMES,
-    COCOKeypointAP,
-    evaluate_coco_keypoints,
-)
-
-__all__ = ["COCO_KEYPOINT_STAT_NAMES", "COCOKeypointAP", "evaluate_coco_keypoints"]
+"""Evaluation metrics that wrap the official protocols: `coco_eval` (pycocotools, no torch) and
+`coco` (the torchmetrics Metric used in validation)."""
