@@ -67,6 +67,13 @@ class TopDownDataset(Dataset):
         return sample
 
 
+def init_worker(worker_id: int) -> None:
+    """One thread per worker: the workers already run in parallel with each other and with the
+    training process, and nested OpenCV / torch thread pools only make them contend."""
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
 def collate_skipping(samples: list[dict[str, Any] | None]) -> dict[str, Any]:
     """Default collation of the decodable samples; ``num_skipped`` counts the others."""
     kept = [s for s in samples if s is not None]
@@ -171,6 +178,7 @@ class PoseDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
             collate_fn=collate_skipping,
+            worker_init_fn=init_worker,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -184,4 +192,3 @@ class PoseDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.val_dataloader()
-

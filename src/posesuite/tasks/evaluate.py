@@ -40,7 +40,12 @@ def evaluate(cfg: DictConfig) -> float | None:
             trainer,
             module,
             out_dir,
-            {"checkpoint": ckpt_path or "", "box_source": datamodule.box_source},
+            {
+                "checkpoint": ckpt_path or "",
+                "box_source": datamodule.box_source,
+                "val_annotations": str(datamodule.val_annotations),
+                "val_images": str(datamodule.val_split.images),
+            },
         )
     finally:
         finish_loggers(trainer)

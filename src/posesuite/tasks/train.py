@@ -44,7 +44,15 @@ def train(cfg: DictConfig) -> float | None:
                 best = ""
             trainer.validate(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         metrics = write_run_outputs(
-            trainer, module, out_dir, {"checkpoint": best, "box_source": datamodule.box_source}
+            trainer,
+            module,
+            out_dir,
+            {
+                "checkpoint": best,
+                "box_source": datamodule.box_source,
+                "val_annotations": str(datamodule.val_annotations),
+                "val_images": str(datamodule.val_split.images),
+            },
         )
     finally:
         finish_loggers(trainer)
