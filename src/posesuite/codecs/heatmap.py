@@ -26,7 +26,9 @@ class HeatmapCodec:
         sigma: Gaussian standard deviation in heatmap pixels.
         refine: ``dark`` (second-order Taylor expansion on the log of the smoothed heatmap),
             ``shift`` (0.25 px toward the higher neighbour, the classic rule) or ``none``.
-        blur_kernel: odd kernel size of the smoothing used by ``dark``.
+        blur_kernel: odd kernel size of the smoothing used by ``dark`` (1: none). As in the
+            reference method, the smoothing pads by replication, which pulls peaks lying within
+            the kernel's radius of the heatmap border slightly toward it.
     """
 
     def __init__(
