@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, read_write
 
 from posesuite.data.datamodule import PoseDataModule
 from posesuite.lit.module import PoseEstimationModule
@@ -67,29 +68,42 @@ def write_run_outputs(
     return metrics
 
 
+# Variables Lightning's DDP launcher exports into the launching process.
+DDP_ENVIRONMENT = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
 @contextlib.contextmanager
 def ddp_safe_launch() -> Iterator[None]:
     """Make Lightning's DDP child processes run this job, and only this job.
 
-    Lightning relaunches ``sys.argv`` for ranks > 0 in the Hydra *run* folder. In a multirun,
-    that command is the whole sweep (rank 1 would run every job) and that folder is not the
-    job's. For the duration of the launch, the command becomes this job's own overrides and the
-    run folder becomes this job's output folder. Outside a multirun nothing changes.
+    - Lightning relaunches ``sys.argv`` for ranks > 0 in the Hydra *run* folder. In a multirun,
+      that command is the whole sweep (rank 1 would run every job) and that folder is not the
+      job's. During the launch, the command becomes this job's own overrides and the run folder
+      becomes this job's output folder.
+    - The launcher exports LOCAL_RANK, WORLD_SIZE, MASTER_PORT... into this process. Left in
+      place, the next job of a sweep would take them as a sign that its processes are created
+      externally, start no children, and wait for them forever. They are restored afterwards.
     """
-    if not HydraConfig.initialized() or HydraConfig.get().mode.name != "MULTIRUN":
-        yield
-        return
-    hydra_cfg = HydraConfig.get()
-    saved_argv, saved_run_dir = list(sys.argv), hydra_cfg.run.dir
-    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
-    with open_dict(hydra_cfg):
-        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
+    saved_environment = {name: os.environ.get(name) for name in DDP_ENVIRONMENT}
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN"
+    if multirun:
+        hydra_cfg = HydraConfig.get()
+        saved_argv, saved_run_dir = list(sys.argv), hydra_cfg.run.dir
+        sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+        with read_write(hydra_cfg):
+            hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
     try:
         yield
     finally:
-        sys.argv = saved_argv
-        with open_dict(hydra_cfg):
-            hydra_cfg.run.dir = saved_run_dir
+        for name, value in saved_environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        if multirun:
+            sys.argv = saved_argv
+            with read_write(hydra_cfg):
+                hydra_cfg.run.dir = saved_run_dir
 
 
 def teardown_distributed() -> None:

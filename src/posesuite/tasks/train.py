@@ -37,11 +37,7 @@ def train(cfg: DictConfig) -> float | None:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
         with ddp_safe_launch():
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-            best = (
-                trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            )
-            if trainer.fast_dev_run:
-                best = ""
+            best = best_checkpoint(trainer)
             trainer.validate(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         metrics = write_run_outputs(
             trainer,
@@ -58,6 +54,14 @@ def train(cfg: DictConfig) -> float | None:
         finish_loggers(trainer)
         teardown_distributed()
     return _optimized_value(cfg, metrics)
+
+
+def best_checkpoint(trainer: L.Trainer) -> str:
+    """Path of the best checkpoint by the monitored metric ('' when none was saved)."""
+    if trainer.fast_dev_run:
+        return ""
+    monitored = [c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)]
+    return monitored[0].best_model_path if monitored else ""
 
 
 def _optimized_value(cfg: DictConfig, metrics: dict) -> float | None:
