@@ -1,0 +1,435 @@
+"""Training-step time of the LightningModule under ``lightning.Trainer`` vs a plain PyTorch loop.
+
+Both sides train the same network (same config, same initial weights) on the same pre-built batch
+of uint8 crops with the same optimizer (Adam) and learning-rate schedule. The plain loop is written
+against the module's parts (``network``, ``codec``, ``loss``, ``normalize``); the Lightning side
+fits the module on a DataLoader that yields that batch, so no decoding is timed on either side.
+Two precisions: fp32 (``32-true``, contiguous) and bf16 autocast with channels_last.
+
+    .venv/bin/python experiments/benchmarks/train_step.py [--models ...] [--steps N]
+
+torch keeps its default thread count (all cores), as in a training run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from hydra import compose, initialize_config_dir
+from torch.utils.data import DataLoader
+
+import posesuite.config  # noqa: F401  (registers the ${len:} and ${repo_root:} resolvers)
+from posesuite.lit.module import PoseEstimationModule
+from posesuite.paths import CONF_DIR, REPO_ROOT
+
+# Other work on the machine (1-minute load average above this) makes the timings noisy.
+BUSY_LOAD_AVERAGE = 0.5
+RESULTS_FILE = Path(__file__).resolve().parent / "results/train_step.json"
+# The module's setup() builds its validation metric from the datamodule's annotation file; it only
+# stores the path, and nothing is validated here, so the file is never read.
+VAL_ANNOTATIONS = REPO_ROOT.parent / "shared/data/real/coco/test_coco.json"
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str
+    trainer_precision: str
+    channels_last: bool
+
+    @property
+    def bf16(self) -> bool:
+        return self.trainer_precision == "bf16-mixed"
+
+
+PRECISIONS = (
+    Precision("fp32", "32-true", channels_last=False),
+    Precision("bf16 + channels_last", "bf16-mixed", channels_last=True),
+)
+# Per model config: (batch size, timed steps). ResNet-50 at 256x192 takes B=16 and fewer steps to
+# keep the default run within a few minutes on two CPU cores.
+MODEL_DEFAULTS = {"simplebaseline_small": (32, 30), "simplebaseline": (16, 6)}
+
+
+@dataclass(frozen=True)
+class Result:
+    model: str
+    backbone: str
+    input_size: tuple[int, int]  # (W, H)
+    batch_size: int
+    precision: Precision
+    plain_ms: list[float]  # per timed step, whole loop iteration
+    lightning_ms: list[float]  # per timed step, from one batch end to the next
+    lightning_hook_ms: list[float]  # per timed step, on_train_batch_start -> on_train_batch_end
+
+    @property
+    def plain_median(self) -> float:
+        return statistics.median(self.plain_ms)
+
+    @property
+    def lightning_median(self) -> float:
+        return statistics.median(self.lightning_ms)
+
+    @property
+    def overhead_percent(self) -> float:
+        return 100 * (self.lightning_median / self.plain_median - 1)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--models", nargs="+", default=list(MODEL_DEFAULTS), help="model configs (conf/model/)"
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        help="timed steps per side, over all rounds (default: 30 small model, 6 ResNet-50)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="alternating plain / Lightning runs per case"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, help="batch size (default: 32 small model, 16 ResNet-50)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=2, help="untimed steps at the start of every run"
+    )
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=Path, default=RESULTS_FILE, help="JSON results file")
+    args = parser.parse_args(argv)
+    if args.warmup < 1:
+        parser.error("--warmup must be at least 1: a step's time is measured from the one before")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    return args
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued kernels, so that a timestamp closes the step it follows."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def compose_model(model: str, channels_last: bool) -> Any:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return compose(
+            "config",
+            overrides=[
+                f"model={model}",
+                f"model.module.channels_last={str(channels_last).lower()}",
+            ],
+        ).model
+
+
+def build_module(model_cfg: Any, seed: int) -> PoseEstimationModule:
+    torch.manual_seed(seed)  # the same initial weights on both sides
+    return hydra.utils.instantiate(model_cfg.module, _convert_="partial")
+
+
+def fixed_batch(
+    batch_size: int, input_size: tuple[int, int], num_keypoints: int, seed: int
+) -> dict[str, Any]:
+    """Random uint8 crops with every keypoint labelled and inside the crop."""
+    generator = torch.Generator().manual_seed(seed)
+    width, height = input_size
+    return {
+        "image": torch.randint(
+            0, 256, (batch_size, 3, height, width), dtype=torch.uint8, generator=generator
+        ),
+        "keypoints": torch.rand(batch_size, num_keypoints, 2, generator=generator)
+        * torch.tensor([width - 1.0, height - 1.0]),
+        "keypoint_weight": torch.ones(batch_size, num_keypoints),
+        "num_skipped": 0,
+    }
+
+
+def time_plain_loop(
+    module: PoseEstimationModule,
+    batch: dict[str, Any],
+    precision: Precision,
+    warmup: int,
+    steps: int,
+    device: torch.device,
+) -> list[float]:
+    """ms per step of a hand-written loop over the module's parts."""
+    # Moves the normalisation buffers and the loss weights too. With channels_last on, the module
+    # has converted the network and normalize() returns channels_last images.
+    module.to(device).train()
+    network, codec, loss = module.network, module.codec, module.loss
+    optimizer = module.optimizer_factory(params=network.parameters())
+    # As configure_optimizers() does under Lightning, whose max_steps is warmup + steps.
+    scheduler = (
+        module.scheduler_factory(optimizer=optimizer, total_steps=warmup + steps)
+        if module.scheduler_factory is not None
+        else None
+    )
+    synchronize(device)
+    stamps = [time.perf_counter()]
+    for _ in range(warmup + steps):
+        # Copied every step, as Lightning does (a no-op on the CPU).
+        images = batch["image"].to(device)
+        keypoints = batch["keypoints"].to(device)
+        keypoint_weight = batch["keypoint_weight"].to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision.bf16):
+            outputs = network(module.normalize(images))
+            targets = codec.encode(keypoints, keypoint_weight)
+            step_loss = loss(outputs, targets)["loss"]
+        optimizer.zero_grad()
+        step_loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        synchronize(device)
+        stamps.append(time.perf_counter())
+    return [1000 * (end - start) for start, end in itertools.pairwise(stamps[warmup:])]
+
+
+class FixedBatchData(L.LightningDataModule):
+    """Serves one pre-built batch again and again: the training step is timed without decoding."""
+
+    def __init__(self, batch: dict[str, Any], num_batches: int) -> None:
+        super().__init__()
+        self.batch = batch
+        self.num_batches = num_batches
+        self.val_annotations = VAL_ANNOTATIONS
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader([self.batch] * self.num_batches, batch_size=None)
+
+
+class StepTimer(L.Callback):
+    """Timestamps at the start and the end of every training batch."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.starts: list[float] = []
+        self.ends: list[float] = []
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        synchronize(self.device)
+        self.starts.append(time.perf_counter())
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        synchronize(self.device)
+        self.ends.append(time.perf_counter())
+
+
+def time_lightning(
+    module: PoseEstimationModule,
+    batch: dict[str, Any],
+    precision: Precision,
+    warmup: int,
+    steps: int,
+    device: torch.device,
+) -> tuple[list[float], list[float]]:
+    """ms per step from one batch end to the next (everything the loop does), and ms inside the
+    batch hooks (the step itself)."""
+    timer = StepTimer(device)
+    trainer = L.Trainer(
+        max_steps=warmup + steps,
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        precision=precision.trainer_precision,
+        callbacks=[timer],
+    )
+    trainer.fit(module, datamodule=FixedBatchData(batch, warmup + steps))
+    ends, starts = timer.ends, timer.starts
+    periods = [1000 * (ends[i] - ends[i - 1]) for i in range(warmup, warmup + steps)]
+    inside = [1000 * (ends[i] - starts[i]) for i in range(warmup, warmup + steps)]
+    return periods, inside
+
+
+def run_case(
+    model: str, precision: Precision, args: argparse.Namespace, device: torch.device
+) -> Result:
+    model_cfg = compose_model(model, precision.channels_last)
+    default_batch_size, default_steps = MODEL_DEFAULTS.get(
+        model, MODEL_DEFAULTS["simplebaseline_small"]
+    )
+    batch_size = args.batch_size or default_batch_size
+    steps_per_round = math.ceil((args.steps or default_steps) / args.rounds)
+    input_size = (int(model_cfg.input_size[0]), int(model_cfg.input_size[1]))
+    num_keypoints = len(model_cfg.module.skeleton.keypoints)
+    batch = fixed_batch(batch_size, input_size, num_keypoints, args.seed)
+    plain: list[float] = []
+    periods: list[float] = []
+    inside: list[float] = []
+
+    def run_plain() -> None:
+        module = build_module(model_cfg, args.seed)
+        plain.extend(
+            time_plain_loop(module, batch, precision, args.warmup, steps_per_round, device)
+        )
+
+    def run_lightning() -> None:
+        module = build_module(model_cfg, args.seed)
+        times = time_lightning(module, batch, precision, args.warmup, steps_per_round, device)
+        periods.extend(times[0])
+        inside.extend(times[1])
+
+    # Rounds in A-B-B-A order, each run with fresh modules of the same initial weights: a slow
+    # spell of this shared machine, or a drift, then falls on both sides alike.
+    for round_index in range(args.rounds):
+        runs = (run_plain, run_lightning) if round_index % 2 == 0 else (run_lightning, run_plain)
+        for run in runs:
+            run()
+    result = Result(
+        model=model,
+        backbone=str(model_cfg.module.network.backbone.name),
+        input_size=input_size,
+        batch_size=batch_size,
+        precision=precision,
+        plain_ms=plain,
+        lightning_ms=periods,
+        lightning_hook_ms=inside,
+    )
+    print(
+        f"{model} {precision.name} B={batch_size}: plain {result.plain_median:.1f} ms,"
+        f" Lightning {result.lightning_median:.1f} ms ({result.overhead_percent:+.1f}%)",
+        file=sys.stderr,
+    )
+    return result
+
+
+def markdown_table(results: Sequence[Result]) -> str:
+    lines = [
+        "| model | input (W×H) | batch | precision | plain ms/step | Lightning ms/step "
+        "| plain img/s | Lightning img/s | Lightning overhead |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.model} ({r.backbone}) | {r.input_size[0]}×{r.input_size[1]} | {r.batch_size} "
+            f"| {r.precision.name} | {r.plain_median:.1f} | {r.lightning_median:.1f} "
+            f"| {1000 * r.batch_size / r.plain_median:.1f} "
+            f"| {1000 * r.batch_size / r.lightning_median:.1f} "
+            f"| {r.overhead_percent:+.1f}% ({r.lightning_median - r.plain_median:+.1f} ms) |"
+        )
+    return "\n".join(lines)
+
+
+def result_record(result: Result, results: Sequence[Result]) -> dict[str, Any]:
+    fp32 = next(
+        r for r in results if r.model == result.model and r.precision.name == PRECISIONS[0].name
+    )
+    return {
+        "model": result.model,
+        "backbone": result.backbone,
+        "input_size": list(result.input_size),
+        "batch_size": result.batch_size,
+        "precision": result.precision.trainer_precision,
+        "channels_last": result.precision.channels_last,
+        "timed_steps": len(result.plain_ms),
+        "plain": {
+            "median_ms_per_step": result.plain_median,
+            "images_per_s": 1000 * result.batch_size / result.plain_median,
+            "speedup_vs_fp32": fp32.plain_median / result.plain_median,
+            "step_ms": result.plain_ms,
+        },
+        "lightning": {
+            "median_ms_per_step": result.lightning_median,
+            "median_ms_inside_batch_hooks": statistics.median(result.lightning_hook_ms),
+            "images_per_s": 1000 * result.batch_size / result.lightning_median,
+            "speedup_vs_fp32": fp32.lightning_median / result.lightning_median,
+            "step_ms": result.lightning_ms,
+        },
+        "lightning_overhead_percent": result.overhead_percent,
+        "lightning_overhead_ms": result.lightning_median - result.plain_median,
+    }
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    cpu_model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    info = {
+        "cpu": cpu_model,
+        "machine": platform.machine(),
+        "cores": len(os.sched_getaffinity(0)),
+        "load_average_at_start": os.getloadavg()[0],
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def quiet_lightning() -> None:
+    """Keep the output to the measurements: no banner lines, and no warnings about what this
+    benchmark leaves out on purpose (loader workers: the batch is pre-built; validation)."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
+
+
+def warn_if_busy(machine: dict[str, Any]) -> None:
+    if machine["load_average_at_start"] > BUSY_LOAD_AVERAGE:
+        print(
+            f"warning: load average {machine['load_average_at_start']:.1f} before the start;"
+            " other processes will slow the measurements down",
+            file=sys.stderr,
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    machine = machine_info(device)  # first, so the load average is the machine's, not ours
+    warn_if_busy(machine)
+    quiet_lightning()
+    results = [
+        run_case(model, precision, args, device)
+        for model in args.models
+        for precision in PRECISIONS
+    ]
+    table = markdown_table(results)
+    print(table)
+    output = {
+        "benchmark": "train_step",
+        "device": args.device,
+        "machine": machine,
+        "settings": {
+            "warmup_steps_per_run": args.warmup,
+            "rounds": args.rounds,
+            "seed": args.seed,
+            "optimizer": "Adam",
+        },
+        "results": [result_record(result, results) for result in results],
+        "table": table,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(output, indent=2) + "\n")
+    print(f"wrote {args.output}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
