@@ -55,17 +55,36 @@ def output_dir(cfg: DictConfig) -> Path:
 def write_run_outputs(
     trainer: L.Trainer,
     module: PoseEstimationModule,
+    datamodule: PoseDataModule,
     out_dir: Path,
-    extra: dict[str, Any],
+    checkpoint: str,
 ) -> dict[str, Any]:
-    """metrics.json and the COCO results file of the last evaluation; rank 0 writes."""
-    metrics = {**module.last_metrics, **extra}
+    """metrics.json (the last evaluation's stats and what was evaluated) and the COCO results
+    file of that evaluation; rank 0 writes."""
+    metrics = {
+        **module.last_metrics,
+        "checkpoint": checkpoint,
+        "box_source": datamodule.box_source,
+        "val_annotations": str(datamodule.val_annotations),
+        "val_images": str(datamodule.val_split.images),
+    }
     if trainer.is_global_zero:
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         (out_dir / "predictions_val.json").write_text(json.dumps(module.last_predictions))
         log.info("metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in module.last_metrics.items()))
         log.info("wrote %s and %s", out_dir / "metrics.json", out_dir / "predictions_val.json")
     return metrics
+
+
+def optimized_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
+    """The value of ``cfg.optimized_metric`` (e.g. ``val/AP``) for Hydra sweepers."""
+    name = cfg.get("optimized_metric")
+    if not name:
+        return None
+    key = name.split("/", 1)[-1]
+    if key not in metrics:
+        raise KeyError(f"optimized_metric={name!r} not among the run's metrics: {sorted(metrics)}")
+    return float(metrics[key])
 
 
 # Variables Lightning's DDP launcher exports into the launching process.

@@ -13,11 +13,11 @@ from posesuite.tasks.common import (
     build_trainer,
     ddp_safe_launch,
     finish_loggers,
+    optimized_value,
     output_dir,
     teardown_distributed,
     write_run_outputs,
 )
-from posesuite.tasks.train import _optimized_value
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +36,8 @@ def evaluate(cfg: DictConfig) -> float | None:
         trainer = build_trainer(cfg)
         with ddp_safe_launch():
             trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
-        metrics = write_run_outputs(
-            trainer,
-            module,
-            out_dir,
-            {
-                "checkpoint": ckpt_path or "",
-                "box_source": datamodule.box_source,
-                "val_annotations": str(datamodule.val_annotations),
-                "val_images": str(datamodule.val_split.images),
-            },
-        )
+        metrics = write_run_outputs(trainer, module, datamodule, out_dir, ckpt_path or "")
     finally:
         finish_loggers(trainer)
         teardown_distributed()
-    return _optimized_value(cfg, metrics)
+    return optimized_value(cfg, metrics)

@@ -14,6 +14,7 @@ from posesuite.tasks.common import (
     build_trainer,
     ddp_safe_launch,
     finish_loggers,
+    optimized_value,
     output_dir,
     teardown_distributed,
     write_run_outputs,
@@ -39,21 +40,11 @@ def train(cfg: DictConfig) -> float | None:
             trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
             best = best_checkpoint(trainer)
             trainer.validate(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
-        metrics = write_run_outputs(
-            trainer,
-            module,
-            out_dir,
-            {
-                "checkpoint": best,
-                "box_source": datamodule.box_source,
-                "val_annotations": str(datamodule.val_annotations),
-                "val_images": str(datamodule.val_split.images),
-            },
-        )
+        metrics = write_run_outputs(trainer, module, datamodule, out_dir, best)
     finally:
         finish_loggers(trainer)
         teardown_distributed()
-    return _optimized_value(cfg, metrics)
+    return optimized_value(cfg, metrics)
 
 
 def best_checkpoint(trainer: L.Trainer) -> str:
@@ -62,13 +53,3 @@ def best_checkpoint(trainer: L.Trainer) -> str:
         return ""
     monitored = [c for c in trainer.checkpoint_callbacks if getattr(c, "monitor", None)]
     return monitored[0].best_model_path if monitored else ""
-
-
-def _optimized_value(cfg: DictConfig, metrics: dict) -> float | None:
-    name = cfg.get("optimized_metric")
-    if not name:
-        return None
-    key = name.split("/", 1)[-1]
-    if key not in metrics:
-        raise KeyError(f"optimized_metric={name!r} not among the run's metrics: {sorted(metrics)}")
-    return float(metrics[key])
