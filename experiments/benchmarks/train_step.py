@@ -4,7 +4,9 @@ Both sides train the same network (same config, same initial weights) on the sam
 of uint8 crops with the same optimizer (Adam) and learning-rate schedule. The plain loop is written
 against the module's parts (``network``, ``codec``, ``loss``, ``normalize``); the Lightning side
 fits the module on a DataLoader that yields that batch, so no decoding is timed on either side.
-Two precisions: fp32 (``32-true``, contiguous) and bf16 autocast with channels_last.
+The sides alternate step by step in one process (a callback runs a plain step after every
+Lightning step), so the comparison holds on a machine whose speed drifts. Two precisions: fp32
+(``32-true``, contiguous) and bf16 autocast with channels_last.
 
     .venv/bin/python experiments/benchmarks/train_step.py [--models ...] [--steps N]
 
@@ -14,10 +16,8 @@ torch keeps its default thread count (all cores), as in a training run.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import logging
-import math
 import os
 import platform
 import statistics
@@ -64,7 +64,7 @@ PRECISIONS = (
 )
 # Per model config: (batch size, timed steps). ResNet-50 at 256x192 takes B=16 and fewer steps to
 # keep the default run within a few minutes on two CPU cores.
-MODEL_DEFAULTS = {"simplebaseline_small": (32, 30), "simplebaseline": (16, 6)}
+MODEL_DEFAULTS = {"simplebaseline_small": (32, 30), "simplebaseline": (16, 10)}
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,8 @@ class Result:
     input_size: tuple[int, int]  # (W, H)
     batch_size: int
     precision: Precision
-    plain_ms: list[float]  # per timed step, whole loop iteration
-    lightning_ms: list[float]  # per timed step, from one batch end to the next
+    plain_ms: list[float]  # per timed step
+    lightning_ms: list[float]  # per timed step, everything Lightning's loop does
     lightning_hook_ms: list[float]  # per timed step, on_train_batch_start -> on_train_batch_end
 
     @property
@@ -99,25 +99,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--steps",
         type=int,
-        help="timed steps per side, over all rounds (default: 30 small model, 6 ResNet-50)",
-    )
-    parser.add_argument(
-        "--rounds", type=int, default=2, help="alternating plain / Lightning runs per case"
+        help="timed steps per side (default: 30 small model, 10 ResNet-50)",
     )
     parser.add_argument(
         "--batch-size", type=int, help="batch size (default: 32 small model, 16 ResNet-50)"
     )
-    parser.add_argument(
-        "--warmup", type=int, default=2, help="untimed steps at the start of every run"
-    )
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per side")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=RESULTS_FILE, help="JSON results file")
     args = parser.parse_args(argv)
     if args.warmup < 1:
-        parser.error("--warmup must be at least 1: a step's time is measured from the one before")
-    if args.rounds < 1:
-        parser.error("--rounds must be at least 1")
+        parser.error("--warmup must be at least 1: the first Lightning step includes its set-up")
     return args
 
 
@@ -160,45 +153,46 @@ def fixed_batch(
     }
 
 
-def time_plain_loop(
-    module: PoseEstimationModule,
-    batch: dict[str, Any],
-    precision: Precision,
-    warmup: int,
-    steps: int,
-    device: torch.device,
-) -> list[float]:
-    """ms per step of a hand-written loop over the module's parts."""
-    # Moves the normalisation buffers and the loss weights too. With channels_last on, the module
-    # has converted the network and normalize() returns channels_last images.
-    module.to(device).train()
-    network, codec, loss = module.network, module.codec, module.loss
-    optimizer = module.optimizer_factory(params=network.parameters())
-    # As configure_optimizers() does under Lightning, whose max_steps is warmup + steps.
-    scheduler = (
-        module.scheduler_factory(optimizer=optimizer, total_steps=warmup + steps)
-        if module.scheduler_factory is not None
-        else None
-    )
-    synchronize(device)
-    stamps = [time.perf_counter()]
-    for _ in range(warmup + steps):
+class PlainLoop:
+    """The training step written by hand against the module's parts."""
+
+    def __init__(
+        self,
+        module: PoseEstimationModule,
+        batch: dict[str, Any],
+        precision: Precision,
+        total_steps: int,
+        device: torch.device,
+    ) -> None:
+        # Moves the normalisation buffers and the loss weights too. With channels_last on, the
+        # module has converted the network and normalize() returns channels_last images.
+        self.module = module.to(device).train()
+        self.batch = batch
+        self.precision = precision
+        self.device = device
+        self.optimizer = module.optimizer_factory(params=module.network.parameters())
+        # As configure_optimizers() does under Lightning.
+        self.scheduler = (
+            module.scheduler_factory(optimizer=self.optimizer, total_steps=total_steps)
+            if module.scheduler_factory is not None
+            else None
+        )
+
+    def step(self) -> None:
+        module, device = self.module, self.device
         # Copied every step, as Lightning does (a no-op on the CPU).
-        images = batch["image"].to(device)
-        keypoints = batch["keypoints"].to(device)
-        keypoint_weight = batch["keypoint_weight"].to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision.bf16):
-            outputs = network(module.normalize(images))
-            targets = codec.encode(keypoints, keypoint_weight)
-            step_loss = loss(outputs, targets)["loss"]
-        optimizer.zero_grad()
-        step_loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        synchronize(device)
-        stamps.append(time.perf_counter())
-    return [1000 * (end - start) for start, end in itertools.pairwise(stamps[warmup:])]
+        images = self.batch["image"].to(device)
+        keypoints = self.batch["keypoints"].to(device)
+        keypoint_weight = self.batch["keypoint_weight"].to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision.bf16):
+            outputs = module.network(module.normalize(images))
+            targets = module.codec.encode(keypoints, keypoint_weight)
+            loss = module.loss(outputs, targets)["loss"]
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
 
 
 class FixedBatchData(L.LightningDataModule):
@@ -214,50 +208,41 @@ class FixedBatchData(L.LightningDataModule):
         return DataLoader([self.batch] * self.num_batches, batch_size=None)
 
 
-class StepTimer(L.Callback):
-    """Timestamps at the start and the end of every training batch."""
+class AlternatingTimer(L.Callback):
+    """Runs one plain step after every Lightning step, so the two sides alternate step by step
+    and a slow spell of the machine falls on both alike.
 
-    def __init__(self, device: torch.device) -> None:
+    A Lightning step is timed from the end of the plain step before it to its
+    ``on_train_batch_end``: everything Lightning's loop does (fetching the batch, hooks,
+    training_step, backward, optimizer and scheduler steps). Also kept: the time between its
+    ``on_train_batch_start`` and ``on_train_batch_end``.
+    """
+
+    def __init__(self, plain: PlainLoop, device: torch.device) -> None:
+        self.plain = plain
         self.device = device
-        self.starts: list[float] = []
-        self.ends: list[float] = []
+        self.lightning_ms: list[float] = []
+        self.lightning_hook_ms: list[float] = []
+        self.plain_ms: list[float] = []
+        self._resumed = 0.0
+        self._batch_start = 0.0
+
+    def on_train_start(self, *args: Any) -> None:
+        self._resumed = time.perf_counter()
 
     def on_train_batch_start(self, *args: Any) -> None:
         synchronize(self.device)
-        self.starts.append(time.perf_counter())
+        self._batch_start = time.perf_counter()
 
     def on_train_batch_end(self, *args: Any) -> None:
         synchronize(self.device)
-        self.ends.append(time.perf_counter())
-
-
-def time_lightning(
-    module: PoseEstimationModule,
-    batch: dict[str, Any],
-    precision: Precision,
-    warmup: int,
-    steps: int,
-    device: torch.device,
-) -> tuple[list[float], list[float]]:
-    """ms per step from one batch end to the next (everything the loop does), and ms inside the
-    batch hooks (the step itself)."""
-    timer = StepTimer(device)
-    trainer = L.Trainer(
-        max_steps=warmup + steps,
-        accelerator="gpu" if device.type == "cuda" else "cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        precision=precision.trainer_precision,
-        callbacks=[timer],
-    )
-    trainer.fit(module, datamodule=FixedBatchData(batch, warmup + steps))
-    ends, starts = timer.ends, timer.starts
-    periods = [1000 * (ends[i] - ends[i - 1]) for i in range(warmup, warmup + steps)]
-    inside = [1000 * (ends[i] - starts[i]) for i in range(warmup, warmup + steps)]
-    return periods, inside
+        lightning_end = time.perf_counter()
+        self.lightning_ms.append(1000 * (lightning_end - self._resumed))
+        self.lightning_hook_ms.append(1000 * (lightning_end - self._batch_start))
+        self.plain.step()
+        synchronize(self.device)
+        self._resumed = time.perf_counter()
+        self.plain_ms.append(1000 * (self._resumed - lightning_end))
 
 
 def run_case(
@@ -268,41 +253,36 @@ def run_case(
         model, MODEL_DEFAULTS["simplebaseline_small"]
     )
     batch_size = args.batch_size or default_batch_size
-    steps_per_round = math.ceil((args.steps or default_steps) / args.rounds)
+    total_steps = args.warmup + (args.steps or default_steps)
     input_size = (int(model_cfg.input_size[0]), int(model_cfg.input_size[1]))
     num_keypoints = len(model_cfg.module.skeleton.keypoints)
     batch = fixed_batch(batch_size, input_size, num_keypoints, args.seed)
-    plain: list[float] = []
-    periods: list[float] = []
-    inside: list[float] = []
-
-    def run_plain() -> None:
-        module = build_module(model_cfg, args.seed)
-        plain.extend(
-            time_plain_loop(module, batch, precision, args.warmup, steps_per_round, device)
-        )
-
-    def run_lightning() -> None:
-        module = build_module(model_cfg, args.seed)
-        times = time_lightning(module, batch, precision, args.warmup, steps_per_round, device)
-        periods.extend(times[0])
-        inside.extend(times[1])
-
-    # Rounds in A-B-B-A order, each run with fresh modules of the same initial weights: a slow
-    # spell of this shared machine, or a drift, then falls on both sides alike.
-    for round_index in range(args.rounds):
-        runs = (run_plain, run_lightning) if round_index % 2 == 0 else (run_lightning, run_plain)
-        for run in runs:
-            run()
+    # Two modules built alike: the same initial weights on both sides.
+    plain = PlainLoop(build_module(model_cfg, args.seed), batch, precision, total_steps, device)
+    lightning_module = build_module(model_cfg, args.seed)
+    timer = AlternatingTimer(plain, device)
+    trainer = L.Trainer(
+        max_steps=total_steps,
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        precision=precision.trainer_precision,
+        callbacks=[timer],
+    )
+    trainer.fit(lightning_module, datamodule=FixedBatchData(batch, total_steps))
+    warmup = args.warmup
     result = Result(
         model=model,
         backbone=str(model_cfg.module.network.backbone.name),
         input_size=input_size,
         batch_size=batch_size,
         precision=precision,
-        plain_ms=plain,
-        lightning_ms=periods,
-        lightning_hook_ms=inside,
+        plain_ms=timer.plain_ms[warmup:],
+        lightning_ms=timer.lightning_ms[warmup:],
+        lightning_hook_ms=timer.lightning_hook_ms[warmup:],
     )
     print(
         f"{model} {precision.name} B={batch_size}: plain {result.plain_median:.1f} ms,"
@@ -418,8 +398,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "device": args.device,
         "machine": machine,
         "settings": {
-            "warmup_steps_per_run": args.warmup,
-            "rounds": args.rounds,
+            "warmup_steps": args.warmup,
+            "order": "one plain step after every Lightning step",
             "seed": args.seed,
             "optimizer": "Adam",
         },
