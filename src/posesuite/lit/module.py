@@ -77,8 +77,9 @@ class PoseEstimationModule(L.LightningModule):
 
     # --- set-up ------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        if self.val_metric is None and stage in ("fit", "validate", "test"):
-            datamodule = self.trainer.datamodule
+        datamodule = self.trainer.datamodule
+        # Evaluation needs the ground-truth file; training alone (plain loaders) does not.
+        if self.val_metric is None and hasattr(datamodule, "val_annotations"):
             post = self.postprocess
             self.val_metric = COCOKeypointAP(
                 ann_file=str(datamodule.val_annotations),
@@ -147,6 +148,11 @@ class PoseEstimationModule(L.LightningModule):
         return losses["loss"]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if self.val_metric is None:
+            raise RuntimeError(
+                "validation needs a datamodule with a COCO ground-truth file (val_annotations), "
+                "such as posesuite.data.datamodule.PoseDataModule"
+            )
         if "image" not in batch:
             return
         poses = self.predict_poses(batch)
