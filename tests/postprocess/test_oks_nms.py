@@ -1,4 +1,5 @@
-"""OKS similarity, greedy OKS-NMS and top-down person rescoring, checked on hand-made cases."""
+"""OKS similarity, greedy (hard and soft) OKS-NMS and top-down person rescoring, checked on
+hand-made cases."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from posesuite.postprocess import oks_nms, oks_similarity, rescore
+from posesuite.postprocess.oks_nms import soft_oks_nms
 
 SIGMAS = [0.1, 0.1]
 
@@ -122,3 +124,87 @@ def test_rescore_averages_only_keypoints_above_threshold():
     np.testing.assert_allclose(
         rescore(keypoint_scores.numpy(), box_scores.numpy()), expected.numpy(), rtol=1e-6
     )
+
+
+def test_soft_oks_nms_decays_instead_of_removing():
+    # Identical poses have OKS 1: the second keeps its place with its score × exp(−1 / 0.9).
+    poses = make_poses([[0, 0], [10, 0]], [[0, 0], [10, 0]])
+    scores = torch.tensor([0.3, 0.8], dtype=torch.float64)
+    kept, kept_scores = soft_oks_nms(poses, scores, torch.full((2,), 100.0), SIGMAS)
+    assert kept.dtype == torch.long and kept.tolist() == [1, 0]
+    torch.testing.assert_close(
+        kept_scores, torch.tensor([0.8, 0.3 * math.exp(-1 / 0.9)], dtype=torch.float64)
+    )
+
+
+def test_soft_oks_nms_reorders_and_compounds_the_decay():
+    # A and its two copies B and C, and D far away. After A, B drops below D; each pick decays
+    # what is left again, so C carries the penalty of A and of B.
+    pose, far = [[0, 0], [10, 0]], [[500, 500], [510, 500]]
+    poses = make_poses(pose, pose, pose, far)
+    scores = torch.tensor([0.9, 0.85, 0.8, 0.5], dtype=torch.float64)
+    kept, kept_scores = soft_oks_nms(poses, scores, torch.full((4,), 100.0), SIGMAS)
+    decay = math.exp(-1 / 0.9)
+    assert kept.tolist() == [0, 3, 1, 2]
+    expected = torch.tensor([0.9, 0.5, 0.85 * decay, 0.8 * decay**2], dtype=torch.float64)
+    torch.testing.assert_close(kept_scores, expected)
+
+
+def test_soft_oks_nms_penalty_is_gaussian_in_oks():
+    poses = make_poses([[0, 0], [10, 0]], [[1, 0], [10, 2]])
+    areas = torch.tensor([100.0, 100.0], dtype=torch.float64)
+    similarity = oks_similarity(poses[0], poses[1:], areas[0], areas[1:], SIGMAS).item()
+    for decay_sigma in (0.5, 0.9):
+        _, kept_scores = soft_oks_nms(
+            poses, torch.tensor([0.9, 0.5]), areas, SIGMAS, decay_sigma=decay_sigma
+        )
+        expected = 0.5 * math.exp(-(similarity**2) / decay_sigma)
+        assert kept_scores[1].item() == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="decay_sigma"):
+        soft_oks_nms(poses, torch.tensor([0.9, 0.5]), areas, SIGMAS, decay_sigma=0.0)
+
+
+def test_soft_oks_nms_max_detections_and_empty_input():
+    poses = make_poses([[0, 0], [10, 0]], [[500, 500], [510, 500]], [[-400, 0], [-390, 0]])
+    scores, areas = torch.tensor([0.2, 0.9, 0.5]), torch.full((3,), 100.0)
+    kept, kept_scores = soft_oks_nms(poses, scores, areas, SIGMAS, max_detections=2)
+    assert kept.tolist() == [1, 2]
+    torch.testing.assert_close(kept_scores, torch.tensor([0.9, 0.5]))  # far apart: no decay
+    assert soft_oks_nms(poses, scores, areas, SIGMAS, max_detections=None)[0].tolist() == [1, 2, 0]
+    kept, kept_scores = soft_oks_nms(torch.empty(0, 2, 3), torch.empty(0), torch.empty(0), SIGMAS)
+    assert kept.dtype == torch.long and kept.numel() == 0 and kept_scores.numel() == 0
+
+
+def reference_soft_oks_nms(poses, scores, areas, sigmas, decay_sigma, max_detections):
+    """The common codebases' loop: sort, take the head, decay the rest, sort again."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    current = dict(enumerate(scores))
+    kept, kept_scores = [], []
+    while order and len(kept) < max_detections:
+        pick, order = order[0], order[1:]
+        kept.append(pick)
+        kept_scores.append(current[pick])
+        for i in order:
+            oks = reference_oks(poses[pick], poses[i], areas[pick], areas[i], sigmas)
+            current[i] *= math.exp(-(oks**2) / decay_sigma)
+        order.sort(key=lambda i: -current[i])
+    return kept, kept_scores
+
+
+def test_soft_oks_nms_matches_the_sort_and_decay_loop():
+    generator = torch.Generator().manual_seed(2)
+    sigmas = [0.026, 0.079, 0.107, 0.089]
+    # Twelve poses around three people, so that decays reorder the ranking.
+    centres = torch.rand(3, 1, 2, generator=generator, dtype=torch.float64) * 100
+    poses = (
+        centres.repeat(4, 4, 1)
+        + torch.randn(12, 4, 2, generator=generator, dtype=torch.float64) * 3
+    )
+    scores = torch.rand(12, generator=generator, dtype=torch.float64)
+    areas = torch.rand(12, generator=generator, dtype=torch.float64) * 300 + 200
+    kept, kept_scores = soft_oks_nms(poses, scores, areas, sigmas, max_detections=8)
+    expected, expected_scores = reference_soft_oks_nms(
+        poses.tolist(), scores.tolist(), areas.tolist(), sigmas, 0.9, 8
+    )
+    assert kept.tolist() == expected
+    np.testing.assert_allclose(kept_scores.numpy(), expected_scores, rtol=1e-12)

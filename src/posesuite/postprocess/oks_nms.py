@@ -1,4 +1,4 @@
-"""Object keypoint similarity (OKS) between poses and greedy OKS non-maximum suppression.
+"""Object keypoint similarity (OKS) between poses, and greedy (hard or soft) OKS-NMS.
 
 This is the OKS-NMS of the standard top-down pipelines (SimpleBaseline, HRNet, mmpose), which
 differs from the OKS that COCOeval scores a prediction with in two ways: neither pose is ground
@@ -79,3 +79,56 @@ def oks_nms(
         kept.append(pick)
         remaining = remaining[~suppresses[pick, remaining]]
     return order[torch.as_tensor(kept, dtype=torch.long, device=order.device)]
+
+
+def soft_oks_nms(
+    keypoints: torch.Tensor,
+    scores: torch.Tensor,
+    areas: torch.Tensor,
+    sigmas: torch.Tensor | Sequence[float] | np.ndarray,
+    decay_sigma: float = 0.9,
+    max_detections: int | None = 20,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft OKS-NMS: instead of removing the poses that overlap a pick, lower their scores.
+
+    Repeatedly pick the pose with the highest current score, then multiply the score of every
+    pose not yet picked by ``exp(−OKS² / decay_sigma)`` with the pick (Soft-NMS's Gaussian
+    penalty with OKS in place of IoU, as the soft variant of the common top-down codebases
+    does). A pose far from every pick keeps its score; a near-duplicate is pushed down the
+    ranking rather than lost. Call it per image: it compares all pairs.
+
+    Args:
+        keypoints: (N, K, 3) poses [x, y, score] (or (N, K, 2)).
+        scores: (N,) person scores; ties keep the input order.
+        areas: (N,) person areas (the squared scale of the OKS).
+        sigmas: (K,) per-keypoint OKS sigmas.
+        decay_sigma: the Gaussian's σ; smaller decays near-duplicates harder. 0.9 is the value
+            those codebases pass (their OKS-NMS threshold, reused as σ).
+        max_detections: stop after this many picks (20 in those codebases); None picks all N.
+
+    Returns:
+        (kept, kept_scores): int64 indices into the inputs in pick order, and each kept pose's
+        score when it was picked (its input score decayed by every earlier pick).
+    """
+    if decay_sigma <= 0:
+        raise ValueError(f"decay_sigma must be > 0, got {decay_sigma!r}")
+    num = scores.shape[0]
+    limit = num if max_detections is None else min(max_detections, num)
+    similarity = oks_similarity(
+        keypoints[:, None], keypoints[None], areas[:, None], areas[None], sigmas
+    )
+    penalty = torch.exp(-similarity.square() / decay_sigma)
+    current = scores.to(penalty.dtype)
+    # Picked poses are masked to −inf; argmax takes the first maximum, so ties keep input order.
+    available = torch.ones(num, dtype=torch.bool, device=scores.device)
+    kept, kept_scores = [], []
+    for _ in range(limit):
+        pick = int(torch.argmax(current.masked_fill(~available, -torch.inf)))
+        kept.append(pick)
+        kept_scores.append(current[pick])
+        available[pick] = False
+        current = current * penalty[pick]
+    kept_indices = torch.as_tensor(kept, dtype=torch.long, device=scores.device)
+    if not kept_scores:
+        return kept_indices, scores.new_empty(0)
+    return kept_indices, torch.stack(kept_scores).to(scores.dtype)
