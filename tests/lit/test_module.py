@@ -58,6 +58,7 @@ def test_oracle_heatmaps_through_the_evaluation_path_give_ap_1(real_data_dir):
         keypoints=torch.cat([image_points, scores.unsqueeze(-1)], dim=-1),
         box_scores=batch["box_score"],
         areas=batch["area"],
+        boxes=batch["box"],
     )
     stats = metric.compute()
     assert float(stats["AP"]) == pytest.approx(1.0) and float(stats["AR"]) == pytest.approx(1.0)

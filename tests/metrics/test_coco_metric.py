@@ -19,6 +19,7 @@ from pycocotools.cocoeval import COCOeval
 from posesuite.metrics import coco as coco_module
 from posesuite.metrics.coco import COCOKeypointAP
 from posesuite.metrics.coco_eval import COCO_KEYPOINT_STAT_NAMES, evaluate_coco_keypoints
+from posesuite.postprocess.pipeline import PostProcess
 from posesuite.skeleton import load_skeleton
 
 SIGMAS = tuple(load_skeleton("coco17").sigmas.tolist())
@@ -101,6 +102,7 @@ def metric_inputs(people: list[dict], sample_ids: list[int] | None = None) -> di
         "keypoints": keypoints,
         "box_scores": torch.ones(len(chosen)),
         "areas": torch.tensor([ann["area"] for ann in chosen]),
+        "boxes": torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in chosen)]),
     }
 
 
@@ -218,9 +220,9 @@ def test_missing_ground_truth_file_is_named(tmp_path):
 # --- COCOKeypointAP ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("nms_threshold", [0.9, None])
-def test_metric_oracle_scores_one(gt_file, people, nms_threshold):
-    metric = COCOKeypointAP(str(gt_file), SIGMAS, nms_threshold=nms_threshold)
+@pytest.mark.parametrize("nms", ["oks", "soft_oks", "parametric", "none"])
+def test_metric_oracle_scores_one(gt_file, people, nms):
+    metric = COCOKeypointAP(str(gt_file), SIGMAS, PostProcess(nms=nms).bind(SIGMAS))
     metric.update(**metric_inputs(people))
     stats = metric.compute()
     assert all(isinstance(value, torch.Tensor) and value.ndim == 0 for value in stats.values())
@@ -240,15 +242,17 @@ def test_metric_equals_evaluating_its_own_results(gt_file, people):
     assert 0.1 < stats["AP"] < 0.99
 
 
-def test_metric_rescores_and_suppresses_duplicates(gt_file, people):
+@pytest.mark.parametrize("nms", ["oks", "parametric"])
+def test_metric_rescores_and_suppresses_duplicates(gt_file, people, nms):
     """Every person twice: the copy 0.5 px off with half the box score. Rescoring gives it
-    score 0.5 (its keypoint scores are 0 or 1); OKS-NMS removes it."""
+    score 0.5 (its keypoint scores are 0 or 1); OKS-NMS removes it, parametric pose NMS merges
+    it into its pick (both have keypoint scores 1, so the merged pose lies half-way)."""
     duplicates = metric_inputs(people)
     duplicates["sample_ids"] += len(people)
     duplicates["keypoints"][..., :2] += 0.5
     duplicates["box_scores"] *= 0.5
-    with_nms = COCOKeypointAP(gt_file, SIGMAS)
-    without_nms = COCOKeypointAP(gt_file, SIGMAS, nms_threshold=None)
+    with_nms = COCOKeypointAP(gt_file, SIGMAS, PostProcess(nms=nms).bind(SIGMAS))
+    without_nms = COCOKeypointAP(gt_file, SIGMAS, PostProcess(nms="none").bind(SIGMAS))
     for metric in (with_nms, without_nms):
         metric.update(**metric_inputs(people))
         metric.update(**duplicates)
@@ -260,8 +264,9 @@ def test_metric_rescores_and_suppresses_duplicates(gt_file, people):
 
 
 def test_repeated_samples_are_counted_once(gt_file, people):
-    once = COCOKeypointAP(gt_file, SIGMAS, nms_threshold=None)
-    twice = COCOKeypointAP(gt_file, SIGMAS, nms_threshold=None)
+    no_nms = PostProcess(nms="none").bind(SIGMAS)
+    once = COCOKeypointAP(gt_file, SIGMAS, no_nms)
+    twice = COCOKeypointAP(gt_file, SIGMAS, no_nms)
     once.update(**noisy_inputs(people, seed=1))
     twice.update(**noisy_inputs(people, seed=1))
     twice.update(**noisy_inputs(people, seed=1))

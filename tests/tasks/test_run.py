@@ -103,7 +103,7 @@ def test_eval_on_detections_uses_the_detector_boxes(data_root, trained_run, tmp_
             "task=eval",
             f"ckpt_path={last}",
             f"data.det_file={det_file}",
-            "model.module.postprocess.nms=none",
+            "model.postprocess.nms=none",
         ],
         tmp_path,
     )
@@ -111,6 +111,71 @@ def test_eval_on_detections_uses_the_detector_boxes(data_root, trained_run, tmp_
     assert metrics["box_source"] == "detections" and metrics["checkpoint"] == str(last)
     predictions = json.loads((tmp_path / "predictions_val.json").read_text())
     assert len(predictions) == len(json.loads(det_file.read_text()))  # one pose per box, no NMS
+
+
+@pytest.fixture(scope="module")
+def eval_on_detections(data_root, trained_run, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("eval_det")
+    det_file = next(data_root.rglob("person_detections_val.json"))
+    last = trained_run / "checkpoints" / "last.ckpt"
+    run([*tiny_data(data_root), "task=eval", f"ckpt_path={last}", f"data.det_file={det_file}"], out)
+    return out
+
+
+def test_postprocess_task_reproduces_eval_from_cached_predictions(eval_on_detections, tmp_path):
+    run(["task=postprocess", f"raw_predictions={eval_on_detections}"], tmp_path / "oks")
+    cached = json.loads((tmp_path / "oks" / "metrics.json").read_text())
+    direct = json.loads((eval_on_detections / "metrics.json").read_text())
+    assert {k: cached[k] for k in TEN_STATS} == {k: direct[k] for k in TEN_STATS}
+    assert json.loads((tmp_path / "oks" / "predictions_val.json").read_text()) == json.loads(
+        (eval_on_detections / "predictions_val.json").read_text()
+    )
+    for nms in ("none", "soft_oks", "parametric"):
+        run(
+            [
+                "task=postprocess",
+                f"raw_predictions={eval_on_detections}",
+                f"model.postprocess.nms={nms}",
+            ],
+            tmp_path / nms,
+        )
+    counts = {
+        nms: len(json.loads((tmp_path / nms / "predictions_val.json").read_text()))
+        for nms in ("none", "oks", "parametric")
+    }
+    # The simulated detector's duplicate boxes give duplicate poses that NMS removes.
+    assert counts["parametric"] < counts["none"] and counts["oks"] < counts["none"]
+
+
+def test_pose_nms_sweeps_run_on_cached_predictions(eval_on_detections, tmp_path):
+    source = f"raw_predictions={eval_on_detections}"
+    run(
+        [
+            "hparams_search=pose_nms_grid",
+            source,
+            # one value for three of the grid's axes (the command line wins over its params)
+            "model.postprocess.pose_nms.delta1=1.0",
+            "model.postprocess.pose_nms.mu=1.7",
+            "model.postprocess.pose_nms.delta2=2.65",
+            "model.postprocess.pose_nms.gamma=10.0,30.0",
+        ],
+        tmp_path / "grid",
+        multirun=True,
+    )
+    grid = sorted((tmp_path / "grid").rglob("metrics.json"))
+    assert [json.loads(p.read_text())["nms"] for p in grid] == ["parametric", "parametric"]
+    run(
+        [
+            "hparams_search=pose_nms_optuna",
+            source,
+            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.sampler.n_startup_trials=2",
+        ],
+        tmp_path / "optuna",
+        multirun=True,
+    )
+    best = (tmp_path / "optuna" / "optimization_results.yaml").read_text()
+    assert "best_params" in best and "model.postprocess.pose_nms.gamma" in best
 
 
 def test_summary_prints_params_and_gflops(tmp_path):
@@ -148,7 +213,7 @@ def test_ddp_on_cpu_counts_each_validation_sample_once(data_root, tmp_path):
             *tiny_data(data_root),
             "trainer=ddp_sim",
             "trainer.max_epochs=1",
-            "model.module.postprocess.nms=none",
+            "model.postprocess.nms=none",
         ],
         tmp_path,
     )

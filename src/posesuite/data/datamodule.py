@@ -63,6 +63,10 @@ class TopDownDataset(Dataset):
             sample_id=index,
             image_id=record.image_id,
             box_score=np.float32(record.box_score),
+            # x1, y1, x2, y2 of the person box the crop came from (parametric pose NMS reads it)
+            box=np.concatenate([record.bbox[:2], record.bbox[:2] + record.bbox[2:]]).astype(
+                np.float32
+            ),
         )
         return sample
 

@@ -7,7 +7,6 @@ evaluation loop stays as it is.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -16,26 +15,11 @@ from torch import nn
 
 from posesuite.codecs.heatmap import HeatmapCodec
 from posesuite.metrics.coco import COCOKeypointAP
+from posesuite.postprocess.pipeline import People, PostProcess
 from posesuite.skeleton import Skeleton
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class PostProcess:
-    """How image-space poses are scored and de-duplicated before the metric.
-
-    ``nms``: ``oks`` (greedy OKS-NMS with the skeleton's sigmas) or ``none``.
-    """
-
-    nms: str = "oks"
-    nms_threshold: float = 0.9
-    rescore_threshold: float = 0.2
-
-    def __post_init__(self) -> None:
-        if self.nms not in {"oks", "none"}:
-            raise ValueError(f"model.postprocess.nms must be 'oks' or 'none', got {self.nms!r}")
 
 
 class PoseEstimationModule(L.LightningModule):
@@ -72,6 +56,7 @@ class PoseEstimationModule(L.LightningModule):
         self.val_metric: COCOKeypointAP | None = None
         self.last_predictions: list[dict[str, Any]] = []
         self.last_metrics: dict[str, float] = {}
+        self.last_people: People | None = None  # the last evaluation's raw (pre-NMS) poses
         if channels_last:
             self.network.to(memory_format=torch.channels_last)
 
@@ -80,12 +65,11 @@ class PoseEstimationModule(L.LightningModule):
         datamodule = self.trainer.datamodule
         # Evaluation needs the ground-truth file; training alone (plain loaders) does not.
         if self.val_metric is None and hasattr(datamodule, "val_annotations"):
-            post = self.postprocess
+            sigmas = self.skeleton.sigmas.tolist()
             self.val_metric = COCOKeypointAP(
                 ann_file=str(datamodule.val_annotations),
-                sigmas=self.skeleton.sigmas.tolist(),
-                nms_threshold=post.nms_threshold if post.nms == "oks" else None,
-                rescore_threshold=post.rescore_threshold,
+                sigmas=sigmas,
+                postprocess=self.postprocess.bind(sigmas, self.skeleton),
             )
 
     def configure_optimizers(self) -> dict[str, Any]:
@@ -162,11 +146,13 @@ class PoseEstimationModule(L.LightningModule):
             keypoints=poses,
             box_scores=batch["box_score"],
             areas=batch["area"],
+            boxes=batch["box"],
         )
 
     def on_validation_epoch_end(self) -> None:
         metrics = self.val_metric.compute()
         self.last_predictions = self.val_metric.results()
+        self.last_people = self.val_metric.people()
         self.last_metrics = {k: float(v) for k, v in metrics.items()}
         self.val_metric.reset()
         # Already gathered across processes by the metric: no further sync.

@@ -21,17 +21,17 @@ from posesuite.metrics.coco_eval import (
     evaluate_coco_keypoints,
     load_coco_ground_truth,
 )
-from posesuite.postprocess.oks_nms import oks_nms
-from posesuite.postprocess.rescoring import rescore
+from posesuite.postprocess.pipeline import People, PersonFilter, PostProcess
 
 
 class COCOKeypointAP(Metric):
     """COCO keypoint AP/AR over image-space predictions, the top-down protocol end to end.
 
     ``update`` stores raw predictions; ``compute`` gathers them from every DDP rank, counts each
-    ``sample_id`` once (DistributedSampler repeats samples to pad the last batch), rescores
-    (box score × mean keypoint score above ``rescore_threshold``), runs OKS-NMS per image
-    (skipped when ``nms_threshold`` is None) and evaluates with pycocotools.
+    ``sample_id`` once (DistributedSampler repeats samples to pad the last batch), runs the
+    post-processing (``postprocess``: rescoring and per-image NMS; by default the standard
+    top-down one, OKS-NMS at 0.9) and evaluates with pycocotools. ``people()`` gives the
+    de-duplicated predictions before post-processing, which evaluation-only sweeps cache.
 
     ``compute`` returns ``{"AP": ..., ..., "AR_L": ...}`` as 0-d tensors of the default dtype
     on the metric's device, ready for ``LightningModule.log_dict``. ``results`` then gives the
@@ -52,24 +52,24 @@ class COCOKeypointAP(Metric):
     keypoints: list[torch.Tensor]
     box_scores: list[torch.Tensor]
     areas: list[torch.Tensor]
+    boxes: list[torch.Tensor]
 
     def __init__(
         self,
         ann_file: str | Path,
         sigmas: Sequence[float],
-        nms_threshold: float | None = 0.9,
-        rescore_threshold: float = 0.2,
+        postprocess: PersonFilter | None = None,
         **kwargs: Any,
     ) -> None:
         """``kwargs`` go to ``torchmetrics.Metric`` (e.g. ``compute_on_cpu``, ``process_group``)."""
         super().__init__(**kwargs)
         self.ann_file = Path(ann_file)
         self.sigmas = tuple(float(sigma) for sigma in sigmas)
-        self.nms_threshold = nms_threshold
-        self.rescore_threshold = rescore_threshold
+        self.postprocess = postprocess or PostProcess().bind(self.sigmas)
         self._ground_truth: COCO | None = None
         self._results: list[dict] | None = None
-        for name in ("sample_ids", "image_ids", "keypoints", "box_scores", "areas"):
+        self._people: People | None = None
+        for name in ("sample_ids", "image_ids", "keypoints", "box_scores", "areas", "boxes"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
     def update(
@@ -79,6 +79,7 @@ class COCOKeypointAP(Metric):
         keypoints: torch.Tensor,
         box_scores: torch.Tensor,
         areas: torch.Tensor,
+        boxes: torch.Tensor,
     ) -> None:
         """Add a batch of N people.
 
@@ -88,6 +89,7 @@ class COCOKeypointAP(Metric):
             keypoints: (N, K, 3) [x, y, score] in image pixels.
             box_scores: (N,) detector score of the crop's box (1 for ground-truth boxes).
             areas: (N,) person area (the OKS-NMS scale), e.g. box width × height.
+            boxes: (N, 4) x1, y1, x2, y2 of each crop's person box (parametric pose NMS).
         """
         count = sample_ids.shape[0]
         if keypoints.shape != (count, len(self.sigmas), 3):
@@ -103,15 +105,19 @@ class COCOKeypointAP(Metric):
         ):
             if values.shape != (count,):
                 raise ValueError(f"{name} must have shape ({count},), got {tuple(values.shape)}")
-        self._results = None  # new predictions make the last results stale
+        if boxes.shape != (count, 4):
+            raise ValueError(f"boxes must have shape ({count}, 4), got {tuple(boxes.shape)}")
+        self._results = self._people = None  # new predictions make the last results stale
         self.sample_ids.append(sample_ids.detach().long())
         self.image_ids.append(image_ids.detach().long())
         self.keypoints.append(keypoints.detach().float())
         self.box_scores.append(box_scores.detach().float())
         self.areas.append(areas.detach().float())
+        self.boxes.append(boxes.detach().float())
 
     def compute(self) -> dict[str, torch.Tensor]:
-        self._results = self._build_results()
+        self._people = self._gathered_people()
+        self._results = coco_results(self.postprocess(self._people))
         stats = evaluate_coco_keypoints(self._load_ground_truth(), self._results, self.sigmas)
         return {
             name: torch.tensor(value, dtype=torch.get_default_dtype(), device=self.device)
@@ -131,60 +137,59 @@ class COCOKeypointAP(Metric):
 
     def reset(self) -> None:
         super().reset()
-        self._results = None
+        self._results = self._people = None
 
     def _load_ground_truth(self) -> COCO:
         if self._ground_truth is None:
             self._ground_truth = load_coco_ground_truth(self.ann_file)
         return self._ground_truth
 
-    def _build_results(self) -> list[dict]:
-        # States are lists locally and concatenated tensors after a DDP gather (empty 1-D when
-        # no rank had data); len() is 0 for "nothing" in both forms.
-        if len(self.sample_ids) == 0:
-            return []
-        sample_ids = dim_zero_cat(self.sample_ids).long().cpu()
-        image_ids = dim_zero_cat(self.image_ids).long().cpu()
-        keypoints = dim_zero_cat(self.keypoints).double().cpu()
-        box_scores = dim_zero_cat(self.box_scores).double().cpu()
-        areas = dim_zero_cat(self.areas).double().cpu()
+    def people(self) -> People:
+        """The predictions the last ``compute`` gathered, each sample once, before
+        post-processing (``scores`` are box scores): what evaluation-only sweeps cache.
+        Like ``results``, it never computes itself."""
+        if self._people is None:
+            raise RuntimeError("COCOKeypointAP.people() needs compute() after the last update()")
+        return self._people
 
+    def _gathered_people(self) -> People:
+        if len(self.sample_ids) == 0:
+            count = len(self.sigmas)
+            return People(
+                torch.zeros(0, dtype=torch.long),
+                torch.zeros(0, count, 3),
+                torch.zeros(0),
+                torch.zeros(0),
+                torch.zeros(0, 4),
+            )
+        # States are lists locally and concatenated tensors after a DDP gather.
+        sample_ids = dim_zero_cat(self.sample_ids).long().cpu()
         unique_ids, inverse = torch.unique(sample_ids, return_inverse=True)
         positions = torch.arange(len(sample_ids))
         first_occurrence = torch.full((len(unique_ids),), len(sample_ids)).scatter_reduce(
             0, inverse, positions, reduce="amin"
         )
-        image_ids = image_ids[first_occurrence]
-        keypoints = keypoints[first_occurrence]
-        areas = areas[first_occurrence]
-        scores = rescore(keypoints[..., 2], box_scores[first_occurrence], self.rescore_threshold)
-
-        selected = torch.argsort(image_ids, stable=True)
-        if self.nms_threshold is not None:
-            sigmas = torch.tensor(self.sigmas, dtype=torch.float64)
-            people_per_image = torch.unique_consecutive(image_ids[selected], return_counts=True)[1]
-            kept = []
-            for people in torch.split(selected, people_per_image.tolist()):
-                keep = oks_nms(
-                    keypoints[people],
-                    scores[people],
-                    areas[people],
-                    sigmas,
-                    self.nms_threshold,
-                )
-                kept.append(people[keep])
-            selected = torch.cat(kept)
-        return [
-            {
-                "image_id": image_id,
-                "category_id": PERSON_CATEGORY_ID,
-                "keypoints": person_keypoints,
-                "score": score,
-            }
-            for image_id, person_keypoints, score in zip(
-                image_ids[selected].tolist(),
-                keypoints[selected].flatten(1).tolist(),
-                scores[selected].tolist(),
-                strict=True,
+        return People(
+            *(
+                dim_zero_cat(getattr(self, name)).cpu()[first_occurrence]
+                for name in ("image_ids", "keypoints", "box_scores", "areas", "boxes")
             )
-        ]
+        )
+
+
+def coco_results(people: People) -> list[dict]:
+    """COCO keypoint results records of post-processed people."""
+    return [
+        {
+            "image_id": image_id,
+            "category_id": PERSON_CATEGORY_ID,
+            "keypoints": person_keypoints,
+            "score": score,
+        }
+        for image_id, person_keypoints, score in zip(
+            people.image_ids.tolist(),
+            people.keypoints.double().flatten(1).tolist(),
+            people.scores.double().tolist(),
+            strict=True,
+        )
+    ]

@@ -6,9 +6,14 @@ from omegaconf import DictConfig
 
 
 def run_task(cfg: DictConfig) -> float | None:
-    from posesuite.tasks import evaluate, summary, train
+    from posesuite.tasks import evaluate, postprocess, summary, train
 
-    tasks = {"train": train.train, "eval": evaluate.evaluate, "summary": summary.summary}
+    tasks = {
+        "train": train.train,
+        "eval": evaluate.evaluate,
+        "summary": summary.summary,
+        "postprocess": postprocess.postprocess,
+    }
     if cfg.task not in tasks:
         raise ValueError(f"task={cfg.task!r} is not one of: {', '.join(tasks)}")
     return tasks[cfg.task](cfg)

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, read_write
 
 from posesuite.data.datamodule import PoseDataModule
 from posesuite.lit.module import PoseEstimationModule
+from posesuite.postprocess.pipeline import People
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,9 @@ def write_run_outputs(
     out_dir: Path,
     checkpoint: str,
 ) -> dict[str, Any]:
-    """metrics.json (the last evaluation's stats and what was evaluated) and the COCO results
-    file of that evaluation; rank 0 writes."""
+    """metrics.json (the last evaluation's stats and what was evaluated), the COCO results file
+    of that evaluation, and its raw (pre-NMS) predictions in ``RAW_PREDICTIONS``, which
+    ``task=postprocess`` re-scores without the network; rank 0 writes."""
     metrics = {
         **module.last_metrics,
         "checkpoint": checkpoint,
@@ -71,9 +73,33 @@ def write_run_outputs(
     if trainer.is_global_zero:
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         (out_dir / "predictions_val.json").write_text(json.dumps(module.last_predictions))
+        if module.last_people is not None:
+            save_raw_predictions(out_dir / RAW_PREDICTIONS, module.last_people, metrics)
         log.info("metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in module.last_metrics.items()))
         log.info("wrote %s and %s", out_dir / "metrics.json", out_dir / "predictions_val.json")
     return metrics
+
+
+RAW_PREDICTIONS = "raw_predictions_val.pt"
+
+
+def save_raw_predictions(path: Path, people: People, metrics: dict[str, Any]) -> None:
+    """The network's image-space poses before post-processing, with what they were made from."""
+    provenance = {k: metrics[k] for k in ("checkpoint", "box_source", "val_annotations")}
+    torch.save({"people": people.as_dict(), **provenance}, path)
+
+
+def load_raw_predictions(path: str | Path) -> tuple[People, dict[str, Any]]:
+    file = Path(path)
+    if file.is_dir():
+        file = file / RAW_PREDICTIONS
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"raw_predictions: no such file {file} (task=eval and task=train write "
+            f"{RAW_PREDICTIONS} into their run folder)"
+        )
+    content = torch.load(file, map_location="cpu", weights_only=True)
+    return People(**content.pop("people")), content
 
 
 def optimized_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
