@@ -1,10 +1,12 @@
+import os
 
 import cv2
 import numpy as np
 import pytest
 
 from posesuite.data.datamodule import read_image
-from posesuite.data.geometry import apply_affine, invert_affine
+from posesuite.data.geometry import apply_affine, box_to_center_scale, invert_affine
+from posesuite.data.records import PersonRecord
 from posesuite.data.sources.coco import read_coco_keypoints
 from posesuite.data.transforms import Augmentation, TopDownTransform
 from posesuite.skeleton import load_skeleton
@@ -116,3 +118,32 @@ def test_keypoints_outside_the_crop_get_zero_weight(real_data_dir):
         assert not (weight.astype(bool) & ~inside).any()
         dropped += int(((record.keypoints[:, 2] > 0) & (weight == 0)).sum())
     assert dropped > 0  # half-body crops really cut joints off
+
+
+def test_scale_and_rotation_ranges_draw_uniformly_within_their_bounds():
+    aug = Augmentation(
+        scale_range=(0.7, 1.35),
+        rotation_range=(-45.0, 45.0),
+        rotation_prob=1.0,
+        flip_prob=0.0,
+        half_body_prob=0.0,
+        photometric=False,
+    )
+    transform = TopDownTransform(SKELETON, (192, 256), augmentation=aug)
+    transform._rng = np.random.default_rng(0)
+    transform._rng_pid = os.getpid()
+    bbox = np.array([40.0, 30.0, 60.0, 120.0])
+    record = PersonRecord(1, ("unused.jpg",), bbox, np.zeros((17, 3)))
+    _, size = box_to_center_scale(bbox, 192 / 256)
+    frame = np.zeros((200, 160, 3), np.uint8)
+    scales, angles = [], []
+    for _ in range(300):
+        linear = transform(record, [frame])["affine"][:, :2].astype(np.float64)
+        # Row 0 of the crop affine is (192 / box width) x (cos, sin) of the rotation.
+        scales.append(192 / size[0] / np.hypot(*linear[0]))
+        angles.append(np.degrees(np.arctan2(linear[0, 1], linear[0, 0])))
+    scales, angles = np.array(scales), np.array(angles)
+    assert 0.7 - 1e-6 <= scales.min() < 0.73 and 1.32 < scales.max() <= 1.35 + 1e-6
+    assert abs(scales.mean() - 1.025) < 0.04  # uniform, not centred on 1
+    assert -45 - 1e-6 <= angles.min() < -40 and 40 < angles.max() <= 45 + 1e-6
+    assert abs(angles.mean()) < 5

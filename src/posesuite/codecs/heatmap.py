@@ -157,9 +157,16 @@ def _gather_2d(maps: torch.Tensor):
     return at
 
 
+def kernel_sigma(kernel_size: int) -> float:
+    """The sigma OpenCV gives a Gaussian kernel of this size when asked for sigma 0
+    (``cv2.getGaussianKernel``; small sizes use fixed tables of nearly that width): how reference
+    code that specifies kernel sizes means its widths."""
+    return 0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8
+
+
 def gaussian_blur(maps: torch.Tensor, kernel_size: int) -> torch.Tensor:
     """Depth-wise Gaussian smoothing of (B, K, H, W) maps; sigma from the size, as OpenCV does."""
-    sigma = 0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8
+    sigma = kernel_sigma(kernel_size)
     radius = kernel_size // 2
     offsets = torch.arange(-radius, radius + 1, device=maps.device, dtype=maps.dtype)
     kernel_1d = torch.exp(-(offsets**2) / (2 * sigma**2))

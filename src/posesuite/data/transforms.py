@@ -32,6 +32,9 @@ class Augmentation:
 
     scale_factor: float = 0.25  # box size x clip(1 + N(0, sf), 1 - sf, 1 + sf)
     rotation_factor: float = 30.0  # degrees, clip(N(0, rf), -2 rf, 2 rf)
+    # Uniform draws instead, for recipes stated as ranges (CPN: scale 0.7-1.35, +-45 degrees).
+    scale_range: Sequence[float] | None = None  # box size x U(low, high), replaces scale_factor
+    rotation_range: Sequence[float] | None = None  # degrees U(low, high), replaces rotation_factor
     rotation_prob: float = 0.6
     flip_prob: float = 0.5
     half_body_prob: float = 0.3
@@ -113,18 +116,24 @@ class TopDownTransform:
                 center, size = half
         if aug.shift_factor > 0:
             center = center + rng.uniform(-1, 1, size=2) * aug.shift_factor * size
-        scale = np.clip(
-            rng.normal() * aug.scale_factor + 1, 1 - aug.scale_factor, 1 + aug.scale_factor
-        )
+        if aug.scale_range is not None:
+            scale = rng.uniform(*aug.scale_range)
+        else:
+            scale = np.clip(
+                rng.normal() * aug.scale_factor + 1, 1 - aug.scale_factor, 1 + aug.scale_factor
+            )
         rotation = 0.0
         if rng.random() < aug.rotation_prob:
-            rotation = float(
-                np.clip(
-                    rng.normal() * aug.rotation_factor,
-                    -2 * aug.rotation_factor,
-                    2 * aug.rotation_factor,
+            if aug.rotation_range is not None:
+                rotation = float(rng.uniform(*aug.rotation_range))
+            else:
+                rotation = float(
+                    np.clip(
+                        rng.normal() * aug.rotation_factor,
+                        -2 * aug.rotation_factor,
+                        2 * aug.rotation_factor,
+                    )
                 )
-            )
         flip = bool(rng.random() < aug.flip_prob)
         return center, size * scale, rotation, flip
 
