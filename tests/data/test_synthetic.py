@@ -6,6 +6,7 @@ import json
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -51,6 +52,17 @@ def _splits(paths: SyntheticPaths) -> list[tuple[Path, Path, int]]:
 
 def _all_annotations(paths: SyntheticPaths) -> list[dict]:
     return [ann for file, _, _ in _splits(paths) for ann in _load(file)["annotations"]]
+
+
+def _inside(box: list[float], outer: list[float], tolerance: float = 0.5) -> bool:
+    x, y, w, h = box
+    ox, oy, ow, oh = outer
+    return (
+        x >= ox - tolerance
+        and y >= oy - tolerance
+        and x + w <= ox + ow + tolerance
+        and y + h <= oy + oh + tolerance
+    )
 
 
 def _iou(a: list[float], b: list[float]) -> float:
@@ -206,7 +218,14 @@ def test_incomplete_dataset_folder_is_reported(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "change",
-    [{"val_seed": 0}, {"min_people": 3, "max_people": 2}, {"num_val_images": 0}],
+    [
+        {"val_seed": 0},
+        {"min_people": 3, "max_people": 2},
+        {"num_val_images": 0},
+        {"min_stature": 0.5, "max_stature": 0.2},
+        {"stature_sampling": "gaussian"},
+        {"yaw_sd": -10.0},
+    ],
 )
 def test_inconsistent_specs_are_rejected(change: dict) -> None:
     with pytest.raises(ValueError):
@@ -245,6 +264,15 @@ def test_detections_behave_like_a_real_detector(detection_set: SyntheticPaths) -
         for second in boxes[i + 1 :]
     ]
     assert duplicate_ious and max(duplicate_ious) > 0.7
+    # Part-of-a-person boxes: inside one true box, under half its area, so box NMS keeps them.
+    parts = [
+        det
+        for det in detections
+        for truth in boxes_by_image[det["image_id"]]
+        if _inside(det["bbox"], truth)
+        and det["bbox"][2] * det["bbox"][3] < 0.65 * truth[2] * truth[3]
+    ]
+    assert parts and max(det["score"] for det in parts) > 0.5
     false_positive_scores = [
         det["score"] for det, (iou, _) in zip(detections, matches, strict=True) if iou < 0.1
     ]
@@ -260,3 +288,32 @@ def test_detections_behave_like_a_real_detector(detection_set: SyntheticPaths) -
         det["score"] for det, (iou, _) in zip(detections, matches, strict=True) if iou > 0.5
     ]
     assert np.mean(true_positive_scores) > np.mean(false_positive_scores)
+
+
+def _val_annotations(root: Path, **spec: Any) -> list[dict]:
+    paths = ensure_synthetic_coco(
+        root, SyntheticSpec(num_train_images=1, num_val_images=60, **spec)
+    )
+    return _load(paths.val_annotations)["annotations"]
+
+
+def test_stature_range_and_sampling_shape_the_people(tmp_path: Path) -> None:
+    log_uniform = [a["bbox"][3] for a in _val_annotations(tmp_path / "a")]
+    uniform = [a["bbox"][3] for a in _val_annotations(tmp_path / "b", stature_sampling="uniform")]
+    # Uniform sampling puts more people near the middle of the range than log-uniform does.
+    assert np.median(uniform) > 1.2 * np.median(log_uniform)
+    tall = [a["bbox"][3] for a in _val_annotations(tmp_path / "c", min_stature=0.6)]
+    assert np.median(tall) > 1.5 * np.median(log_uniform)
+
+
+def test_yaw_sd_favours_people_facing_the_camera(tmp_path: Path) -> None:
+    skeleton = load_skeleton("coco17")
+    eyes = [skeleton.index("left_eye"), skeleton.index("right_eye")]
+
+    def both_eyes_visible(annotations: list[dict]) -> float:
+        flags = np.array([a["keypoints"][2::3] for a in annotations])[:, eyes]
+        return float((flags == 2).all(axis=1).mean())
+
+    frontal = both_eyes_visible(_val_annotations(tmp_path / "a", yaw_sd=30.0))
+    any_view = both_eyes_visible(_val_annotations(tmp_path / "b"))
+    assert frontal > any_view + 0.15

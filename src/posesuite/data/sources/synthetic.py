@@ -36,7 +36,9 @@ RLE ``segmentation`` describe each figure's visible mask. Figures with fewer tha
 not a labelable person); every other figure is, even when ``num_keypoints`` is 0, as in COCO.
 
 The detections file simulates a detector: jittered true boxes with scores that rise with size,
-visibility and box quality; some duplicates with lower scores; false positives on clutter and at
+visibility and box quality; some near-duplicates with lower scores; boxes on part of a person
+(upper or lower body, one side: IoU < 0.5 with its box, so box NMS keeps them) with scores close
+to the person's, the redundant detections pose NMS exists for; false positives on clutter and at
 random; and misses, mostly of small or heavily occluded people.
 
 Every random draw comes from ``numpy.random.default_rng((seed, image index))``, so the same spec
@@ -69,9 +71,11 @@ from posesuite.skeleton import load_skeleton
 log = logging.getLogger(__name__)
 
 # Part of the cache key: bump whenever the generated data change, so old caches are not reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 # Figures with fewer visible pixels than this are left unannotated.
 MIN_VISIBLE_AREA = 16
+
+STATURE_SAMPLING = ("log_uniform", "uniform")
 
 _EMPTY = 255  # rank / label map value of unpainted pixels
 _OCCLUDER = 254  # label map value of foreground occluders
@@ -89,6 +93,13 @@ class SyntheticSpec:
     image_height: int = 256
     min_people: int = 1
     max_people: int = 4
+    # Person heights as fractions of the image height, drawn uniformly or log-uniformly.
+    min_stature: float = 0.1
+    max_stature: float = 0.9
+    stature_sampling: str = "log_uniform"
+    # Body yaw: uniform over the full turn (None), or this standard deviation in degrees around
+    # facing the camera (photographs favour frontal views; side and back views stay possible).
+    yaw_sd: float | None = None
     train_seed: int = 0
     val_seed: int = 1  # train and val use different seeds
     jpeg_quality: int = 92
@@ -100,6 +111,14 @@ class SyntheticSpec:
             raise ValueError("synthetic images must be at least 32x32 pixels")
         if not 1 <= self.min_people <= self.max_people:
             raise ValueError("need 1 <= min_people <= max_people")
+        if not 0 < self.min_stature <= self.max_stature <= 1.5:
+            raise ValueError("need 0 < min_stature <= max_stature <= 1.5 (fractions of height)")
+        if self.stature_sampling not in STATURE_SAMPLING:
+            raise ValueError(
+                f"stature_sampling must be one of {STATURE_SAMPLING}, got {self.stature_sampling!r}"
+            )
+        if self.yaw_sd is not None and not self.yaw_sd > 0:
+            raise ValueError("yaw_sd must be > 0 degrees, or None for any view")
         if self.max_people >= _OCCLUDER:
             raise ValueError(f"max_people must be below {_OCCLUDER}")
         if self.train_seed == self.val_seed:
@@ -1143,11 +1162,19 @@ def _paint_details(
 
 
 def _place_figure(
-    rng: np.random.Generator, stature: float, width: int, height: int, anchors: list[np.ndarray]
+    rng: np.random.Generator,
+    stature: float,
+    width: int,
+    height: int,
+    anchors: list[np.ndarray],
+    yaw_sd: float | None,
 ) -> _Figure:
     """Pose a new figure and put it in the image, sometimes next to an earlier one."""
     build, pose, outfit = _sample_build(rng), _sample_pose(rng), _sample_outfit(rng)
-    yaw = rng.uniform(-180, 180)
+    if yaw_sd is None:
+        yaw = rng.uniform(-180, 180)
+    else:
+        yaw = (rng.normal(0, yaw_sd) + 180) % 360 - 180
     camera_pitch = _clamp(rng.normal(8, 8), -15, 30)
     if rng.random() < 0.05:  # lying
         roll = rng.choice([-1.0, 1.0]) * rng.uniform(70, 110)
@@ -1194,13 +1221,17 @@ def _render_scene(
     background, clutter = _render_background(rng, width, height)
     canvas = background.astype(np.float32)  # figures' colours may leave 0..255 until _finish
     count = int(rng.integers(spec.min_people, spec.max_people + 1))
-    statures = np.exp(rng.uniform(math.log(0.1 * height), math.log(0.9 * height), count))
+    low, high = spec.min_stature * height, spec.max_stature * height
+    if spec.stature_sampling == "log_uniform":
+        statures = np.exp(rng.uniform(math.log(low), math.log(high), count))
+    else:
+        statures = rng.uniform(low, high, count)
     # Farther people tend to look smaller: paint small ones first, with some shuffling.
     order = np.argsort(statures * rng.uniform(0.7, 1.3, count), kind="stable")
     labels = np.full((height, width), _EMPTY, dtype=np.uint8)
     painted, anchors = [], []
     for label, index in enumerate(order):
-        figure = _place_figure(rng, float(statures[index]), width, height, anchors)
+        figure = _place_figure(rng, float(statures[index]), width, height, anchors, spec.yaw_sd)
         painting = _paint_figure(rng, figure, keypoint_names, width, height)
         canvas[painting.window][painting.mask] = painting.colours[painting.mask]
         labels[painting.window][painting.mask] = label
@@ -1353,6 +1384,20 @@ def _jitter_box(
     return np.array([*corners[:2], *(corners[2:] - corners[:2])])
 
 
+def _part_box(rng: np.random.Generator, box: np.ndarray) -> np.ndarray:
+    """A box on 35-60% of a person's box (upper body, a side): the redundant detections of
+    one person that survive box NMS and that pose NMS exists to remove."""
+    x0, y0, w, h = box
+    fraction = rng.uniform(0.35, 0.6)
+    if rng.random() < 0.6:  # upper or lower part
+        part_h = h * fraction
+        top = y0 if rng.random() < 0.7 else y0 + h - part_h
+        return np.array([x0, top, w, part_h])
+    part_w = w * fraction
+    left = x0 if rng.random() < 0.5 else x0 + w - part_w
+    return np.array([left, y0, part_w, h])
+
+
 def _simulate_detections(
     rng: np.random.Generator, image_id: int, scene: _Scene, spec: SyntheticSpec
 ) -> list[dict]:
@@ -1383,6 +1428,8 @@ def _simulate_detections(
             found.append(
                 (_jitter_box(rng, truth, 0.06, width, height), score * rng.uniform(0.3, 0.7))
             )
+        if rng.random() < 0.3:  # a box on part of the person that box NMS keeps (IoU < 0.5)
+            found.append((_part_box(rng, truth), score * rng.uniform(0.6, 1.0)))
     for _ in range(int(rng.poisson(0.8))):
         if scene.clutter and rng.random() < 0.6:
             bait = scene.clutter[rng.integers(len(scene.clutter))]
