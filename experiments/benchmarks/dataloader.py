@@ -19,9 +19,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -33,6 +30,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+from machine import machine_info, warn_if_busy, write_results
 from torch.utils.data import DataLoader
 
 from posesuite.data.datamodule import TopDownDataset, collate_skipping, read_image
@@ -48,8 +46,6 @@ REAL_COCO_ANNOTATIONS = REAL_COCO_DIR / "test_coco.json"
 # The app's synthetic cache (paths.cache_dir/synthetic); a small spec gets its own sub-folder.
 SYNTHETIC_ROOT = REPO_ROOT / "data/cache/synthetic"
 SYNTHETIC_VAL_IMAGES = 16
-# Other work on the machine (1-minute load average above this) makes the timings noisy.
-BUSY_LOAD_AVERAGE = 0.5
 RESULTS_FILE = Path(__file__).resolve().parent / "results/dataloader.json"
 FLOOR = "floor: imread + warpAffine"
 
@@ -275,38 +271,11 @@ def markdown_table(measurements: Sequence[Measurement]) -> str:
     return "\n".join(lines)
 
 
-def machine_info() -> dict[str, Any]:
-    cpu_model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    return {
-        "cpu": cpu_model,
-        "machine": platform.machine(),
-        "cores": len(os.sched_getaffinity(0)),
-        "load_average_at_start": os.getloadavg()[0],
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "opencv": cv2.__version__,
-    }
-
-
-def warn_if_busy(machine: dict[str, Any]) -> None:
-    if machine["load_average_at_start"] > BUSY_LOAD_AVERAGE:
-        print(
-            f"warning: load average {machine['load_average_at_start']:.1f} before the start;"
-            " other processes will slow the measurements down",
-            file=sys.stderr,
-        )
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    machine = machine_info()  # first, so the load average is the machine's, not ours
+    machine = machine_info(
+        opencv=cv2.__version__
+    )  # first, so the load average is the machine's, not ours
     warn_if_busy(machine)
     # One worker's work: a worker process gets one torch thread, and OpenCV must not fan out.
     torch.set_num_threads(1)
@@ -361,9 +330,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ],
         "table": table,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.output}", file=sys.stderr)
+    write_results(args.output, results)
 
 
 if __name__ == "__main__":

@@ -18,23 +18,18 @@ runs, in a single thread.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
+from machine import machine_info, warn_if_busy, write_results
 
 from posesuite.postprocess.pose_nms import PoseNMSParams, parametric_pose_nms
 
-# Other work on the machine (1-minute load average above this) makes the timings noisy.
-BUSY_LOAD_AVERAGE = 0.5
 RESULTS_FILE = Path(__file__).resolve().parent / "results/pose_nms.json"
 LAYOUTS = ("clustered", "independent")
 CANDIDATES_PER_PERSON = 10
@@ -170,38 +165,6 @@ def markdown_table(results: Sequence[Result]) -> str:
     return "\n".join(lines)
 
 
-def machine_info(device: torch.device) -> dict[str, Any]:
-    cpu_model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    info = {
-        "cpu": cpu_model,
-        "machine": platform.machine(),
-        "cores": len(os.sched_getaffinity(0)),
-        "load_average_at_start": os.getloadavg()[0],
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
-def warn_if_busy(machine: dict[str, Any]) -> None:
-    if machine["load_average_at_start"] > BUSY_LOAD_AVERAGE:
-        print(
-            f"warning: load average {machine['load_average_at_start']:.1f} before the start;"
-            " other processes will slow the measurements down",
-            file=sys.stderr,
-        )
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(1)  # one image's NMS, as a single evaluation worker runs it
@@ -243,9 +206,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ],
         "table": table,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(output, indent=2) + "\n")
-    print(f"wrote {args.output}", file=sys.stderr)
+    write_results(args.output, output)
 
 
 if __name__ == "__main__":

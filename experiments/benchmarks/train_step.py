@@ -16,10 +16,7 @@ torch keeps its default thread count (all cores), as in a training run.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import platform
 import statistics
 import sys
 import time
@@ -33,14 +30,13 @@ import hydra
 import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
+from machine import machine_info, warn_if_busy, write_results
 from torch.utils.data import DataLoader
 
 import posesuite.config  # noqa: F401  (registers the ${len:} and ${repo_root:} resolvers)
 from posesuite.lit.module import PoseEstimationModule
 from posesuite.paths import CONF_DIR, REPO_ROOT
 
-# Other work on the machine (1-minute load average above this) makes the timings noisy.
-BUSY_LOAD_AVERAGE = 0.5
 RESULTS_FILE = Path(__file__).resolve().parent / "results/train_step.json"
 # The module's setup() builds its validation metric from the datamodule's annotation file; it only
 # stores the path, and nothing is validated here, so the file is never read.
@@ -339,30 +335,6 @@ def result_record(result: Result, results: Sequence[Result]) -> dict[str, Any]:
     }
 
 
-def machine_info(device: torch.device) -> dict[str, Any]:
-    cpu_model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    info = {
-        "cpu": cpu_model,
-        "machine": platform.machine(),
-        "cores": len(os.sched_getaffinity(0)),
-        "load_average_at_start": os.getloadavg()[0],
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "lightning": L.__version__,
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
-
-
 def quiet_lightning() -> None:
     """Keep the output to the measurements: no banner lines, and no warnings about what this
     benchmark leaves out on purpose (loader workers: the batch is pre-built; validation)."""
@@ -371,19 +343,12 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*no `val_dataloader`.*")
 
 
-def warn_if_busy(machine: dict[str, Any]) -> None:
-    if machine["load_average_at_start"] > BUSY_LOAD_AVERAGE:
-        print(
-            f"warning: load average {machine['load_average_at_start']:.1f} before the start;"
-            " other processes will slow the measurements down",
-            file=sys.stderr,
-        )
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     device = torch.device(args.device)
-    machine = machine_info(device)  # first, so the load average is the machine's, not ours
+    machine = machine_info(
+        device, lightning=L.__version__
+    )  # first, so the load average is the machine's, not ours
     warn_if_busy(machine)
     quiet_lightning()
     results = [
@@ -406,9 +371,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "results": [result_record(result, results) for result in results],
         "table": table,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(output, indent=2) + "\n")
-    print(f"wrote {args.output}", file=sys.stderr)
+    write_results(args.output, output)
 
 
 if __name__ == "__main__":
