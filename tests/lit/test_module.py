@@ -76,3 +76,19 @@ def test_corrupt_images_are_skipped_and_counted(real_data_dir, tmp_path, caplog)
     assert batch["num_skipped"] == 1 and batch["image"].shape[0] == 2
     assert str(broken) in caplog.text and f"image id {bad.image_id}" in caplog.text
     assert collate_skipping([None, None]) == {"num_skipped": 2}
+
+
+def test_heatmap_size_that_the_network_does_not_give_is_named():
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    import posesuite.config  # noqa: F401  (resolvers)
+    from posesuite.paths import CONF_DIR
+
+    # 48 px is not a multiple of ResNet's stride 32: the network gives 16x16 maps, not 12x16.
+    overrides = ["model.input_size=[48,64]", "model.heatmap_size=[12,16]"]
+    with initialize_config_dir(str(CONF_DIR), version_base=None):
+        cfg = compose("config", overrides=overrides)
+    module = instantiate(cfg.model.module, _convert_="partial")
+    with pytest.raises(ValueError, match=r"16x16 .*model\.heatmap_size is \[12, 16\]"):
+        module(torch.zeros(1, 3, 64, 48, dtype=torch.uint8))

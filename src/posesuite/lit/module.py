@@ -93,12 +93,27 @@ class PoseEstimationModule(L.LightningModule):
         )
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.network(self.normalize(images))
+        outputs = self.network(self.normalize(images))
+        self.check_heatmap_size(outputs["heatmaps"])
+        return outputs
+
+    def check_heatmap_size(self, heatmaps: torch.Tensor) -> None:
+        """The network's maps must have the codec's size, or targets and decoding would not
+        line up with them (e.g. an input side that is not a multiple of the backbone stride)."""
+        width, height = self.codec.heatmap_size
+        if tuple(heatmaps.shape[-2:]) != (height, width):
+            raise ValueError(
+                f"the network outputs {heatmaps.shape[-1]}x{heatmaps.shape[-2]} (W x H) heatmaps "
+                f"for {tuple(self.codec.input_size)} inputs, but model.heatmap_size is "
+                f"[{width}, {height}]: make model.input_size a multiple of the backbone's stride "
+                "or set model.heatmap_size to what the network gives"
+            )
 
     def predict_heatmaps(self, images: torch.Tensor) -> torch.Tensor:
         """Heatmaps of the crop, averaged with those of the mirrored crop when flip_test is on."""
         inputs = self.normalize(images)
         heatmaps = self.network(inputs)["heatmaps"].float()
+        self.check_heatmap_size(heatmaps)
         if self.flip_test:
             flipped = self.network(inputs.flip(-1))["heatmaps"].float()
             heatmaps = 0.5 * (heatmaps + self.codec.flip_back(flipped, self.skeleton.flip_index))
