@@ -129,3 +129,36 @@ def test_the_module_trains_and_predicts_with_cpn_unchanged():
     with torch.no_grad():
         poses = module.predict_poses({"image": images, "affine": affine})
     assert poses.shape == (2, 17, 3) and torch.isfinite(poses).all()
+
+
+def test_cpn_experiment_trains_on_synthetic_data_and_its_loss_falls(tmp_path):
+    """`experiment=cpn_res50_coco-256x192 data=synthetic`: real augmented crops through the
+    experiment's own data pipeline, optimiser and loss; a few steps on one batch lower the loss."""
+    cfg = compose_config(
+        [
+            "experiment=cpn_res50_coco-256x192",
+            "data=synthetic",
+            f"data.root={tmp_path}",
+            "data.dataset.num_train_images=4",
+            "data.dataset.num_val_images=1",
+            "data.num_workers=0",
+            "data.persistent_workers=false",
+            "data.batch_size=4",
+        ]
+    )
+    torch.manual_seed(0)
+    datamodule = hydra.utils.instantiate(cfg.data, _convert_="partial")
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    module = hydra.utils.instantiate(cfg.model.module, _convert_="partial")
+    optimizer = module.optimizer_factory(params=module.network.parameters())
+    module.train()
+    targets = module.codec.encode(batch["keypoints"], batch["keypoint_weight"])
+    losses = []
+    for _ in range(12):
+        optimizer.zero_grad()
+        loss = module.loss(module(batch["image"]), targets)["loss"]
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert max(losses[-3:]) < 0.9 * losses[0], losses  # measured: 1.45 -> 1.22 in 12 steps
