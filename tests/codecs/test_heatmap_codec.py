@@ -72,3 +72,11 @@ def test_invalid_arguments():
         HeatmapCodec((192, 256), (48, 64), refine="argmax")
     with pytest.raises(ValueError, match="odd"):
         HeatmapCodec((192, 256), (48, 64), blur_kernel=4)
+
+
+def test_round_trip_at_the_default_cpu_size_with_narrow_targets():
+    # conf/model/simplebaseline_small.yaml: 96x128 crops, 24x32 maps, sigma 0.75, DARK blur 3.
+    codec = HeatmapCodec((96, 128), (24, 32), sigma=0.75, refine="dark", blur_kernel=3)
+    keypoints = interior_points(8, input_size=(96, 128), margin=12.0)
+    decoded, _ = codec.decode(codec.encode(keypoints, torch.ones(8, 17))["heatmaps"])
+    assert (decoded - keypoints).abs().max() < 0.05
