@@ -162,3 +162,18 @@ def test_cpn_experiment_trains_on_synthetic_data_and_its_loss_falls(tmp_path):
         optimizer.step()
         losses.append(loss.item())
     assert max(losses[-3:]) < 0.9 * losses[0], losses  # measured: 1.45 -> 1.22 in 12 steps
+
+
+def test_the_cpu_sized_synthetic_experiment_matches_its_maps():
+    """`experiment=cpn_res18_synthetic-128x96`: the network's maps have the configured size and
+    the GlobalNet targets the widths of 7/5/5/3 kernels, finest level widest."""
+    cfg = compose_config(["experiment=cpn_res18_synthetic-128x96"])
+    torch.manual_seed(0)
+    module = hydra.utils.instantiate(cfg.model.module, _convert_="partial").train()
+    outputs = module(torch.rand(2, 3, 128, 96))
+    assert outputs["heatmaps"].shape == (2, 17, 32, 24)
+    assert outputs["global_heatmaps"].shape == (2, 4, 17, 32, 24)
+    sigmas = module.codec.global_sigmas
+    assert sigmas == sorted(sigmas, reverse=True)
+    assert sigmas == pytest.approx([1.4, 1.1, 1.1, 0.8])
+    assert module.codec.sigma == pytest.approx(0.8)
