@@ -85,10 +85,10 @@ def test_heatmap_size_that_the_network_does_not_give_is_named():
     import posesuite.config  # noqa: F401  (resolvers)
     from posesuite.paths import CONF_DIR
 
-    # 48 px is not a multiple of ResNet's stride 32: the network gives 16x16 maps, not 12x16.
-    overrides = ["model.input_size=[48,64]", "model.heatmap_size=[12,16]"]
+    # The network gives 12x16 maps (stride 4) for 48x64 crops, not the configured 24x32.
+    overrides = ["model.input_size=[48,64]", "model.heatmap_size=[24,32]"]
     with initialize_config_dir(str(CONF_DIR), version_base=None):
         cfg = compose("config", overrides=overrides)
     module = instantiate(cfg.model.module, _convert_="partial")
-    with pytest.raises(ValueError, match=r"16x16 .*model\.heatmap_size is \[12, 16\]"):
+    with pytest.raises(ValueError, match=r"12x16 .*model\.heatmap_size is \[24, 32\]"):
         module(torch.zeros(1, 3, 64, 48, dtype=torch.uint8))

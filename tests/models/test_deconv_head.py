@@ -44,6 +44,18 @@ def test_the_finest_level_reaches_the_heatmaps_through_its_skip():
     assert difference.abs().max().item() > 1e-3
 
 
+def test_sides_that_are_not_multiples_of_32_still_give_stride_4_maps():
+    # 64x48 crops: C2-C5 are 16x12, 8x6, 4x3 and 2x2 (the last two rounded up).
+    features = [
+        torch.randn(1, channels, height, width)
+        for channels, (height, width) in zip(
+            R18_CHANNELS, [(16, 12), (8, 6), (4, 3), (2, 2)], strict=True
+        )
+    ]
+    head = DeconvHead(R18_CHANNELS, 17, deconv_channels=[32, 32, 32])
+    assert head(features)["heatmaps"].shape == (1, 17, 16, 12)
+
+
 def test_more_levels_than_deconvolutions_is_refused():
     with pytest.raises(ValueError, match="4 backbone levels need at least 3 deconvolutions"):
         DeconvHead(R18_CHANNELS, 17, deconv_channels=[32, 32])

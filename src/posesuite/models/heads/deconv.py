@@ -3,7 +3,7 @@
 Given several backbone levels (finest first, e.g. C2-C5), each upsampled map also receives a 1x1
 projection of the backbone map at its stride (lateral skip connections, as in FPN or U-Net). At
 small inputs the deepest map is tiny (3x4 cells at 96x128), and the skips carry the position
-detail it cannot.
+detail it cannot. With skips, any input side that is a multiple of 4 gives maps at stride 4.
 """
 
 from __future__ import annotations
@@ -70,6 +70,9 @@ class DeconvHead(nn.Module):
         for index, upsample in enumerate(self.upsample):
             x = upsample(x)
             if index < len(self.laterals):
-                x = x + self.laterals[index](features[-2 - index])
+                skip = features[-2 - index]
+                # A side that is not a multiple of the deepest stride rounds the coarse maps up
+                # (48 px: C5 has 2 cells, C4 3): trim the upsampled map to the skip's size.
+                x = x[..., : skip.shape[-2], : skip.shape[-1]] + self.laterals[index](skip)
             x = self.activation(x)
         return {"heatmaps": self.final(x)}
