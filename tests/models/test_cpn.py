@@ -133,7 +133,11 @@ def test_the_module_trains_and_predicts_with_cpn_unchanged():
 
 def test_cpn_experiment_trains_on_synthetic_data_and_its_loss_falls(tmp_path):
     """`experiment=cpn_res50_coco-256x192 data=synthetic`: real augmented crops through the
-    experiment's own data pipeline, optimiser and loss; a few steps on one batch lower the loss."""
+    experiment's own data pipeline, optimiser and loss; a few steps on one batch lower the loss.
+
+    The heatmap convs start near zero, so the first loss is about the all-zero maps' one; Adam's
+    first update (the paper's recipe has no warm-up) then overshoots. From there both the GlobalNet
+    and the RefineNet terms must fall (measured: 0.45 -> 0.010 and 0.055 -> 0.003 in 16 steps)."""
     cfg = compose_config(
         [
             "experiment=cpn_res50_coco-256x192",
@@ -154,14 +158,16 @@ def test_cpn_experiment_trains_on_synthetic_data_and_its_loss_falls(tmp_path):
     optimizer = module.optimizer_factory(params=module.network.parameters())
     module.train()
     targets = module.codec.encode(batch["keypoints"], batch["keypoint_weight"])
-    losses = []
-    for _ in range(12):
+    history = []
+    for _ in range(17):
         optimizer.zero_grad()
-        loss = module.loss(module(batch["image"]), targets)["loss"]
-        loss.backward()
+        losses = module.loss(module(batch["image"]), targets)
+        losses["loss"].backward()
         optimizer.step()
-        losses.append(loss.item())
-    assert max(losses[-3:]) < 0.9 * losses[0], losses  # measured: 1.45 -> 1.22 in 12 steps
+        history.append({name: value.item() for name, value in losses.items()})
+    after_first_update, last = history[1], history[-1]
+    for term in ("loss_global", "loss_refine"):
+        assert last[term] < 0.25 * after_first_update[term], history
 
 
 def test_the_cpu_sized_synthetic_experiment_matches_its_maps():
