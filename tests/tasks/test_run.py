@@ -80,6 +80,11 @@ def test_training_writes_checkpoints_metrics_predictions_and_logs(trained_run):
     predictions = json.loads((trained_run / "predictions_val.json").read_text())
     assert predictions and {"image_id", "category_id", "keypoints", "score"} <= set(predictions[0])
     assert len(predictions[0]["keypoints"]) == 17 * 3
+    joints = json.loads((trained_run / "per_keypoint.json").read_text())
+    assert len(joints) == 17 + 1 and joints["all"]["count"] > 0
+    assert (
+        joints["all"]["count"] == joints["all"]["count_visible"] + joints["all"]["count_occluded"]
+    )
     assert (trained_run / "csv" / "metrics.csv").is_file()
     assert list((trained_run / "tensorboard").rglob("events.out.tfevents.*"))
 

@@ -18,9 +18,11 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, read_write
+from pycocotools.coco import COCO
 
 from posesuite.data.datamodule import PoseDataModule
 from posesuite.lit.module import PoseEstimationModule
+from posesuite.metrics.per_keypoint import format_table, per_keypoint_oks
 from posesuite.postprocess.pipeline import People
 
 log = logging.getLogger(__name__)
@@ -61,8 +63,9 @@ def write_run_outputs(
     checkpoint: str,
 ) -> dict[str, Any]:
     """metrics.json (the last evaluation's stats and what was evaluated), the COCO results file
-    of that evaluation, and its raw (pre-NMS) predictions in ``RAW_PREDICTIONS``, which
-    ``task=postprocess`` re-scores without the network; rank 0 writes."""
+    of that evaluation, per_keypoint.json (per-joint OKS terms, visible and occluded apart), and
+    the raw (pre-NMS) predictions in ``RAW_PREDICTIONS``, which ``task=postprocess`` re-scores
+    without the network; rank 0 writes."""
     metrics = {
         **module.last_metrics,
         "checkpoint": checkpoint,
@@ -75,8 +78,16 @@ def write_run_outputs(
         (out_dir / "predictions_val.json").write_text(json.dumps(module.last_predictions))
         if module.last_people is not None:
             save_raw_predictions(out_dir / RAW_PREDICTIONS, module.last_people, metrics)
+        joints = per_keypoint_oks(
+            COCO(str(datamodule.val_annotations)),
+            module.last_predictions,
+            module.skeleton.sigmas.tolist(),
+            module.skeleton.keypoints,
+        )
+        (out_dir / "per_keypoint.json").write_text(json.dumps(joints, indent=2) + "\n")
+        log.info("per-joint OKS terms (vis: v=2, occl: v=1):\n%s", format_table(joints))
         log.info("metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in module.last_metrics.items()))
-        log.info("wrote %s and %s", out_dir / "metrics.json", out_dir / "predictions_val.json")
+        log.info("wrote metrics.json, predictions_val.json and per_keypoint.json in %s", out_dir)
     return metrics
 
 
