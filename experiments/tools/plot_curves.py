@@ -17,18 +17,27 @@ import matplotlib.pyplot as plt
 
 
 def read_series(run_dir: Path) -> dict[str, list[tuple[float, float]]]:
-    """{column: [(x, value)]}: steps for train/* columns, epochs (1-based) for val/* columns."""
+    """{column: [(x, value)]}: steps for train/* columns, epochs (1-based) for val/* columns.
+
+    The final evaluation of the best checkpoint, which task=train logs after the last epoch, is
+    left out: it would show as one more epoch."""
     path = run_dir / "csv" / "metrics.csv"
     if not path.is_file():
         raise SystemExit(f"plot_curves: no {path} (was the run made with logger=csv?)")
-    series: dict[str, list[tuple[float, float]]] = defaultdict(list)
     with path.open() as handle:
-        for row in csv.DictReader(handle):
-            for column, value in row.items():
-                if value in ("", None) or column in ("epoch", "step"):
+        rows = list(csv.DictReader(handle))
+    last_epoch = max((int(r["epoch"]) for r in rows if r.get("train/loss")), default=-1)
+    series: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for row in rows:
+        for column, value in row.items():
+            if value in ("", None) or column in ("epoch", "step"):
+                continue
+            if column.startswith("val/"):
+                if int(row["epoch"]) > last_epoch:
                     continue
-                x = float(row["epoch"]) + 1 if column.startswith("val/") else float(row["step"])
-                series[column].append((x, float(value)))
+                series[column].append((float(row["epoch"]) + 1, float(value)))
+            else:
+                series[column].append((float(row["step"]), float(value)))
     return series
 
 
