@@ -118,7 +118,7 @@ class COCOKeypointAP(Metric):
     def compute(self) -> dict[str, torch.Tensor]:
         self._people = self._gathered_people()
         self._results = coco_results(self.postprocess(self._people))
-        stats = evaluate_coco_keypoints(self._load_ground_truth(), self._results, self.sigmas)
+        stats = evaluate_coco_keypoints(self.ground_truth(), self._results, self.sigmas)
         return {
             name: torch.tensor(value, dtype=torch.get_default_dtype(), device=self.device)
             for name, value in stats.items()
@@ -139,7 +139,8 @@ class COCOKeypointAP(Metric):
         super().reset()
         self._results = self._people = None
 
-    def _load_ground_truth(self) -> COCO:
+    def ground_truth(self) -> COCO:
+        """The ground truth of ``ann_file``, read on first use and kept."""
         if self._ground_truth is None:
             self._ground_truth = load_coco_ground_truth(self.ann_file)
         return self._ground_truth

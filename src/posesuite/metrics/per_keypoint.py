@@ -52,14 +52,10 @@ def per_keypoint_oks(
         for k in np.flatnonzero(labelled):
             terms[k].append(joint_oks[best, k])
             flags[k].append(int(gt[k, 2]))
-    stats = {
-        name: _stats(np.asarray(t), np.asarray(f, dtype=int))
-        for name, t, f in zip(names, terms, flags, strict=True)
-    }
-    stats["all"] = _stats(
-        np.concatenate([np.asarray(t, np.float64) for t in terms]),
-        np.concatenate([np.asarray(f, dtype=int) for f in flags]),
-    )
+    term_arrays = [np.asarray(t, np.float64) for t in terms]
+    flag_arrays = [np.asarray(f, dtype=int) for f in flags]
+    stats = {name: _stats(t, f) for name, t, f in zip(names, term_arrays, flag_arrays, strict=True)}
+    stats["all"] = _stats(np.concatenate(term_arrays), np.concatenate(flag_arrays))
     return stats
 
 

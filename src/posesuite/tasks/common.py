@@ -18,7 +18,6 @@ import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, read_write
-from pycocotools.coco import COCO
 
 from posesuite.data.datamodule import PoseDataModule
 from posesuite.lit.module import PoseEstimationModule
@@ -79,7 +78,7 @@ def write_run_outputs(
         if module.last_people is not None:
             save_raw_predictions(out_dir / RAW_PREDICTIONS, module.last_people, metrics)
         joints = per_keypoint_oks(
-            COCO(str(datamodule.val_annotations)),
+            module.val_metric.ground_truth(),  # already read by the evaluation
             module.last_predictions,
             module.skeleton.sigmas.tolist(),
             module.skeleton.keypoints,
