@@ -17,10 +17,11 @@ import matplotlib.pyplot as plt
 
 
 def read_series(run_dir: Path) -> dict[str, list[tuple[float, float]]]:
-    """{column: [(x, value)]}: steps for train/* columns, epochs (1-based) for val/* columns.
+    """{column: [(step, value)]}, val/* columns included, so that runs whose epochs differ in
+    length line up.
 
     The final evaluation of the best checkpoint, which task=train logs after the last epoch, is
-    left out: it would show as one more epoch."""
+    left out: it would show as one more point."""
     path = run_dir / "csv" / "metrics.csv"
     if not path.is_file():
         raise SystemExit(f"plot_curves: no {path} (was the run made with logger=csv?)")
@@ -32,12 +33,9 @@ def read_series(run_dir: Path) -> dict[str, list[tuple[float, float]]]:
         for column, value in row.items():
             if value in ("", None) or column in ("epoch", "step"):
                 continue
-            if column.startswith("val/"):
-                if int(row["epoch"]) > last_epoch:
-                    continue
-                series[column].append((float(row["epoch"]) + 1, float(value)))
-            else:
-                series[column].append((float(row["step"]), float(value)))
+            if column.startswith("val/") and int(row["epoch"]) > last_epoch:
+                continue
+            series[column].append((float(row["step"]), float(value)))
     return series
 
 
@@ -53,10 +51,10 @@ def main(argv: list[str] | None = None) -> None:
         series = read_series(run)
         steps, losses = zip(*series["train/loss"], strict=True)
         loss_ax.plot(steps, losses, label=label, alpha=0.8)
-        epochs, ap = zip(*series["val/AP"], strict=True)
-        ap_ax.plot(epochs, ap, "o-", label=label)
+        steps, ap = zip(*series["val/AP"], strict=True)
+        ap_ax.plot(steps, ap, "o-", label=label)
     loss_ax.set(xlabel="step", ylabel="train loss", yscale="log", title="training loss")
-    ap_ax.set(xlabel="epoch", ylabel="COCO AP", ylim=(0, 1), title="validation AP")
+    ap_ax.set(xlabel="step", ylabel="COCO AP", ylim=(0, 1), title="validation AP")
     for ax in (loss_ax, ap_ax):
         ax.grid(alpha=0.3)
         ax.legend()
