@@ -85,6 +85,12 @@ def test_training_writes_checkpoints_metrics_predictions_and_logs(trained_run):
     assert (
         joints["all"]["count"] == joints["all"]["count_visible"] + joints["all"]["count_occluded"]
     )
+    people = json.loads((trained_run / "per_person.json").read_text())
+    assert len(people) == 4 * 4 and people["all/all"]["count"] > 0
+    assert (
+        sum(people[f"{size}/all"]["count"] for size in ("small", "medium", "large"))
+        == (people["all/all"]["count"])
+    )
     assert (trained_run / "csv" / "metrics.csv").is_file()
     assert list((trained_run / "tensorboard").rglob("events.out.tfevents.*"))
 

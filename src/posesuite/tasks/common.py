@@ -21,7 +21,12 @@ from omegaconf import DictConfig, read_write
 
 from posesuite.data.datamodule import PoseDataModule
 from posesuite.lit.module import PoseEstimationModule
-from posesuite.metrics.per_keypoint import format_table, per_keypoint_oks
+from posesuite.metrics.per_keypoint import (
+    format_people_table,
+    format_table,
+    per_keypoint_oks,
+    per_person_oks,
+)
 from posesuite.postprocess.pipeline import People
 
 log = logging.getLogger(__name__)
@@ -62,7 +67,8 @@ def write_run_outputs(
     checkpoint: str,
 ) -> dict[str, Any]:
     """metrics.json (the last evaluation's stats and what was evaluated), the COCO results file
-    of that evaluation, per_keypoint.json (per-joint OKS terms, visible and occluded apart), and
+    of that evaluation, per_keypoint.json (per-joint OKS terms, visible and occluded apart),
+    per_person.json (people's OKS by size and share of occluded joints), and
     the raw (pre-NMS) predictions in ``RAW_PREDICTIONS``, which ``task=postprocess`` re-scores
     without the network; rank 0 writes."""
     metrics = {
@@ -77,16 +83,22 @@ def write_run_outputs(
         (out_dir / "predictions_val.json").write_text(json.dumps(module.last_predictions))
         if module.last_people is not None:
             save_raw_predictions(out_dir / RAW_PREDICTIONS, module.last_people, metrics)
-        joints = per_keypoint_oks(
-            module.val_metric.ground_truth(),  # already read by the evaluation
-            module.last_predictions,
-            module.skeleton.sigmas.tolist(),
-            module.skeleton.keypoints,
-        )
+        ground_truth = module.val_metric.ground_truth()  # already read by the evaluation
+        sigmas = module.skeleton.sigmas.tolist()
+        predictions = module.last_predictions
+        joints = per_keypoint_oks(ground_truth, predictions, sigmas, module.skeleton.keypoints)
+        people = per_person_oks(ground_truth, predictions, sigmas)
         (out_dir / "per_keypoint.json").write_text(json.dumps(joints, indent=2) + "\n")
+        (out_dir / "per_person.json").write_text(json.dumps(people, indent=2) + "\n")
         log.info("per-joint OKS terms (vis: v=2, occl: v=1):\n%s", format_table(joints))
+        log.info(
+            "OKS per person by size and share of occluded joints:\n%s", format_people_table(people)
+        )
         log.info("metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in module.last_metrics.items()))
-        log.info("wrote metrics.json, predictions_val.json and per_keypoint.json in %s", out_dir)
+        log.info(
+            "wrote metrics.json, predictions_val.json, per_keypoint.json and per_person.json in %s",
+            out_dir,
+        )
     return metrics
 
 
