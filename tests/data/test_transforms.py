@@ -147,3 +147,28 @@ def test_scale_and_rotation_ranges_draw_uniformly_within_their_bounds():
     assert abs(scales.mean() - 1.025) < 0.04  # uniform, not centred on 1
     assert -45 - 1e-6 <= angles.min() < -40 and 40 < angles.max() <= 45 + 1e-6
     assert abs(angles.mean()) < 5
+
+
+def test_visibility_flags_reach_the_sample_and_follow_a_flip():
+    keypoints = np.zeros((17, 3))
+    keypoints[:, :2] = [[50.0 + 3 * k, 60.0 + 4 * k] for k in range(17)]
+    keypoints[:, 2] = [2, 1, 0] * 5 + [2, 1]
+    record = PersonRecord(1, ("unused.jpg",), np.array([40.0, 50.0, 60.0, 80.0]), keypoints)
+    frame = np.zeros((200, 160, 3), np.uint8)
+    for flip_prob in (0.0, 1.0):
+        aug = Augmentation(
+            scale_factor=0.0,
+            rotation_prob=0.0,
+            half_body_prob=0.0,
+            flip_prob=flip_prob,
+            photometric=False,
+        )
+        transform = TopDownTransform(SKELETON, (192, 256), augmentation=aug)
+        sample = transform(record, [frame])
+        expected = keypoints[:, 2].astype(np.uint8)
+        if flip_prob:  # channel k of a mirrored crop holds joint flip_index[k]
+            expected = expected[SKELETON.flip_index]
+        np.testing.assert_array_equal(sample["visibility"], expected)
+        assert sample["visibility"].dtype == np.uint8
+        # The weight marks labelled joints inside the crop, whatever their flag.
+        np.testing.assert_array_equal(sample["keypoint_weight"] > 0, expected > 0)

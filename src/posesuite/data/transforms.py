@@ -44,7 +44,8 @@ class Augmentation:
 
 
 class TopDownTransform:
-    """Record + decoded frames -> crop, crop-space keypoints, weights and the crop's affine."""
+    """Record + decoded frames -> crop, crop-space keypoints, weights, visibility flags and the
+    crop's affine."""
 
     def __init__(
         self,
@@ -74,7 +75,8 @@ class TopDownTransform:
 
     def __call__(self, record: PersonRecord, frames: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         keypoints = record.keypoints[:, :2].astype(np.float64)
-        labelled = record.keypoints[:, 2] > 0
+        visibility = np.rint(record.keypoints[:, 2]).clip(0, 2).astype(np.uint8)
+        labelled = visibility > 0
         center, size = box_to_center_scale(record.bbox, self.aspect_ratio, self.padding)
         rotation, flip = 0.0, False
         if self.augmentation is not None:
@@ -96,12 +98,14 @@ class TopDownTransform:
         if flip:
             crop_keypoints = crop_keypoints[self.skeleton.flip_index]
             weight = weight[self.skeleton.flip_index]
+            visibility = visibility[self.skeleton.flip_index]
         return {
             "image": np.stack([c.transpose(2, 0, 1) for c in crops])
             if len(crops) > 1
             else crops[0].transpose(2, 0, 1),
             "keypoints": crop_keypoints.astype(np.float32),
-            "keypoint_weight": weight,
+            "keypoint_weight": weight,  # labelled and inside the crop
+            "visibility": visibility,  # the annotation's flag: 0 unlabelled, 1 occluded, 2 visible
             "affine": matrix.astype(np.float32),
             "area": np.float32(size[0] * size[1]),
         }
