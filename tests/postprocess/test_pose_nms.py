@@ -8,7 +8,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from pose_nms_reference import full_pool_pose_nms, reference_pose_nms
 
+from posesuite.postprocess import pose_nms
 from posesuite.postprocess.pose_nms import (
     PartWeights,
     PoseNMSParams,
@@ -60,93 +62,6 @@ def line_pose(num_keypoints: int = 17, spacing: float = 10.0, y: float = 0.0) ->
     """(K, 2) keypoints along a horizontal line: (spacing·k, y)."""
     x = torch.arange(num_keypoints, dtype=torch.float64) * spacing
     return torch.stack([x, torch.full_like(x, y)], dim=-1)
-
-
-# --- the reference: REFERENCE.md's algorithm written out one candidate and keypoint at a time ---
-
-
-def reference_pose_nms(boxes, keypoints, keypoint_scores, params, weights=None, scales=None):
-    """The public 17-keypoint algorithm as REFERENCE.md states it, plus per-keypoint weights
-    and distance scales (1 unless given). Returns (pick, cluster, merged xy, merged scores) per
-    kept pose, the cluster with the pick first and the rest in input order."""
-    num, num_keypoints = len(keypoints), len(keypoints[0])
-    weights = weights or [1.0] * num_keypoints
-    scales = scales or [1.0] * num_keypoints
-    scores = [[params.zero_score if s == 0 else s for s in row] for row in keypoint_scores]
-    person = [
-        sum(w * s for w, s in zip(weights, row, strict=True)) / sum(weights) for row in scores
-    ]
-    reference = [params.alpha * max(x2 - x1, y2 - y1) for x1, y1, x2, y2 in boxes]
-
-    def offset(i: int, j: int, k: int) -> tuple[float, float]:
-        return (
-            (keypoints[j][k][0] - keypoints[i][k][0]) / scales[k],
-            (keypoints[j][k][1] - keypoints[i][k][1]) / scales[k],
-        )
-
-    picks, clusters = [], []
-    remaining = list(range(num))
-    while remaining:
-        pick = remaining[0]
-        for j in remaining:
-            if person[j] > person[pick]:
-                pick = j
-        x1, y1, x2, y2 = boxes[pick]
-        cluster = []
-        for j in remaining:
-            similarity = matches = 0.0
-            for k in range(num_keypoints):
-                dx, dy = offset(pick, j, k)
-                distance = math.sqrt(dx * dx + dy * dy)
-                if params.ksim_window == "pixel":
-                    in_window = distance <= params.ksim_pixels
-                else:
-                    in_window = (
-                        abs(dx) <= params.ksim_box_fraction * (x2 - x1) / 2
-                        and abs(dy) <= params.ksim_box_fraction * (y2 - y1) / 2
-                    )
-                if in_window:
-                    similarity += (
-                        weights[k]
-                        * math.tanh(scores[pick][k] / params.delta1)
-                        * math.tanh(scores[j][k] / params.delta1)
-                    )
-                similarity += params.mu * weights[k] * math.exp(-distance / params.delta2)
-                if distance <= min(reference[pick], params.match_cap_px):
-                    matches += weights[k]
-            if j == pick or similarity > params.gamma or matches >= params.match_threshold:
-                cluster.append(j)
-        remaining = [j for j in remaining if j not in cluster]
-        picks.append(pick)
-        clusters.append(cluster)
-
-    kept = []
-    for pick, cluster in zip(picks, clusters, strict=True):
-        if max(scores[pick]) < params.score_threshold:
-            continue
-        radius = min(reference[pick], params.merge_cap_px)
-        merged, merged_scores = [], []
-        for k in range(num_keypoints):
-            total = sum_x = sum_y = sum_squares = 0.0
-            for j in cluster:
-                dx, dy = offset(pick, j, k)
-                if math.sqrt(dx * dx + dy * dy) <= radius:
-                    s = scores[j][k]
-                    total += s
-                    sum_x += s * keypoints[j][k][0]
-                    sum_y += s * keypoints[j][k][1]
-                    sum_squares += s * s
-            merged.append([sum_x / total, sum_y / total])
-            merged_scores.append(sum_squares / total)
-        if max(merged_scores) < params.score_threshold:
-            continue
-        xs, ys = [x for x, _ in merged], [y for _, y in merged]
-        area = (max(xs) - min(xs)) * (max(ys) - min(ys))
-        if params.area_scale * area < params.area_threshold:
-            continue
-        members = [pick] + [j for j in cluster if j != pick]
-        kept.append((pick, members, merged, merged_scores))
-    return kept
 
 
 def clustered_candidates(seed: int, num_keypoints: int = 17, people: int = 4):
@@ -219,6 +134,239 @@ def test_vectorised_matches_the_loop_reference_with_whole_body_part_weights():
             list(part_weights.scales),
         )
         assert_matches_reference(result, expected)
+
+
+# --- the pruned sweep against the full-pool sweep, bit for bit ---------------------------------
+
+
+def layout_candidates(seed: int, num: int, num_keypoints: int, layout: str):
+    """Float64 (boxes, keypoints, scores) of ``num`` candidates. ``clustered``: people on a
+    300 px grid, 10 candidates each jittered by 0.5, 2 or 5 px; ``independent``: one candidate
+    per grid cell; ``crowd``: distinct poses whose keypoint boxes all coincide (every pair a
+    neighbour, nothing to prune); ``chain``: poses in a row, each one's keypoint box overlapping
+    the next's, scores falling along the row (each pick a neighbour of the next)."""
+    generator = torch.Generator().manual_seed(seed)
+    per_person = 10 if layout == "clustered" else 1
+    people = -(-num // per_person)
+    columns = max(1, round(people**0.5))
+    cell = torch.arange(people)
+    corners = torch.stack([cell % columns, cell // columns], dim=-1).double() * 300
+    if layout == "crowd":
+        corners = torch.zeros(people, 2, dtype=torch.float64)
+    elif layout == "chain":
+        corners = torch.stack([cell * 6.0, torch.zeros(people)], dim=-1).double()
+    sizes = torch.rand(people, 1, 1, generator=generator, dtype=torch.float64) * 150 + 50
+    unit = torch.rand(people, num_keypoints, 2, generator=generator, dtype=torch.float64)
+    if layout in ("crowd", "chain"):
+        unit[:, :2] = torch.tensor([[0.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
+    keypoints = (corners[:, None] + unit * sizes).repeat_interleave(per_person, dim=0)[:num]
+    if layout == "clustered":
+        jitter = torch.tensor([0.5, 2.0, 5.0], dtype=torch.float64)[
+            torch.randint(0, 3, (num, 1, 1), generator=generator)
+        ]
+        keypoints = keypoints + torch.randn(keypoints.shape, generator=generator) * jitter
+    boxes = torch.cat([keypoints.amin(1), keypoints.amax(1)], dim=-1)
+    scores = torch.rand(num, num_keypoints, generator=generator, dtype=torch.float64) * 0.7 + 0.3
+    if layout == "chain":
+        scores = scores * torch.linspace(1, 0.5, num, dtype=torch.float64)[:, None]
+    return boxes, keypoints, scores
+
+
+def random_part_weights(seed: int, num_keypoints: int) -> PartWeights:
+    """Weights 0, 0.1, 1 or 2 (the first 1) and distance scales 0.5, 1 or 3 per keypoint."""
+    rng = np.random.default_rng(seed)
+    weights = rng.choice([0.0, 0.1, 1.0, 2.0], num_keypoints)
+    weights[0] = 1.0
+    return PartWeights(tuple(weights), tuple(rng.choice([0.5, 1.0, 3.0], num_keypoints)))
+
+
+def assert_identical(result, expected) -> None:
+    """Every field equal (NaN where NaN): the pruned sweep gives the full-pool sweep's output."""
+    assert torch.equal(result.kept, expected.kept)
+    assert len(result.clusters) == len(expected.clusters)
+    assert all(torch.equal(a, b) for a, b in zip(result.clusters, expected.clusters, strict=True))
+    for field in ("keypoints", "keypoint_scores", "scores", "box_scores"):
+        ours, theirs = getattr(result, field), getattr(expected, field)
+        assert ours.dtype == theirs.dtype and torch.equal(ours.isnan(), theirs.isnan()), field
+        assert torch.equal(ours.nan_to_num(), theirs.nan_to_num()), field
+
+
+def assert_same_as_full_pool(boxes, keypoints, scores, params, part_weights=None):
+    box_scores = torch.linspace(0, 1, len(keypoints), dtype=keypoints.dtype)
+    inputs = (boxes, box_scores, keypoints, scores, params, part_weights)
+    result = parametric_pose_nms(*inputs)
+    assert_identical(result, full_pool_pose_nms(*inputs))
+    return result
+
+
+# 40 and 150 candidates test every pair; 260 sort out the neighbour pairs first.
+@pytest.mark.parametrize("num_keypoints", [17, 136])
+@pytest.mark.parametrize("layout", ["clustered", "independent"])
+@pytest.mark.parametrize("window", ["pixel", "box_fraction"])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "part_weights"])
+def test_pruned_sweep_is_bit_identical_to_the_full_pool_sweep(
+    num_keypoints, layout, window, weighted
+):
+    merged = 0
+    for seed, num in enumerate([40, 150, 260]):
+        boxes, keypoints, scores = layout_candidates(seed, num, num_keypoints, layout)
+        part_weights = None
+        if weighted:
+            part_weights = (
+                whole_body_weights() if num_keypoints == 136 else random_part_weights(seed, 17)
+            )
+        params = PoseNMSParams.preset("alphapose_public", ksim_window=window)
+        result = assert_same_as_full_pool(boxes, keypoints, scores, params, part_weights)
+        merged += sum(len(c) > 1 for c in result.clusters)
+    assert (merged > 0) == (layout == "clustered")
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("params", REFERENCE_CASES.values(), ids=REFERENCE_CASES.keys())
+def test_pruned_sweep_is_bit_identical_on_varied_clustered_candidates(params, seed):
+    # Tiny people, exact duplicates, zero scores; 17 and 136 keypoints, with part weights.
+    boxes, poses, scores = map(torch.tensor, clustered_candidates(seed, people=12))
+    assert_same_as_full_pool(boxes, poses, scores, params)
+    assert_same_as_full_pool(boxes, poses, scores, params, random_part_weights(seed, 17))
+    boxes, poses, scores = map(torch.tensor, clustered_candidates(seed, 136, people=6))
+    assert_same_as_full_pool(boxes, poses, scores, params, whole_body_weights())
+
+
+# Every rule off, on for any distance, or reaching far; radii of 0; float32.
+EDGE_CONSTANTS = {
+    "gamma_inf": {"gamma": math.inf},
+    "gamma_zero": {"gamma": 0.0},
+    "gamma_negative": {"gamma": -1.0},
+    "gamma_tiny": {"gamma": 1e-3},
+    "gamma_above_every_similarity": {"gamma": 1e6},
+    "mu_zero": {"mu": 0.0},
+    "mu_inf": {"mu": math.inf},
+    "match_threshold_inf": {"match_threshold": math.inf},
+    "match_threshold_above_the_total_weight": {"match_threshold": 17.5},
+    "match_threshold_tiny": {"match_threshold": 1e-9},
+    "radii_zero": {"match_cap_px": 0.0, "ksim_pixels": 0.0},
+    "match_cap_inf": {"match_cap_px": math.inf, "alpha": 1.0},
+    "delta2_small": {"delta2": 0.1, "gamma": 1.0},
+    "delta2_large": {"delta2": 100.0},
+    "wide_pixel_window": {"ksim_pixels": 30.0, "match_threshold": math.inf},
+    "paper_window_only": {"ksim_window": "box_fraction", "match_threshold": math.inf},
+}
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("overrides", EDGE_CONSTANTS.values(), ids=EDGE_CONSTANTS.keys())
+def test_pruned_sweep_is_bit_identical_with_edge_constants(overrides, dtype):
+    params = PoseNMSParams.preset("alphapose_public", **overrides)
+    for seed, (num, layout) in enumerate([(60, "clustered"), (250, "clustered"), (120, "chain")]):
+        inputs = [t.to(dtype) for t in layout_candidates(seed, num, 17, layout)]
+        assert_same_as_full_pool(*inputs, params)
+        assert_same_as_full_pool(*inputs, params, random_part_weights(seed, 17))
+
+
+@pytest.mark.parametrize("layout", ["crowd", "chain"])
+@pytest.mark.parametrize("num_keypoints", [17, 136])
+def test_pruned_sweep_is_bit_identical_on_crowds_and_chains(layout, num_keypoints):
+    # The crowd is too dense to list pairs (one pick at a time over the whole pool); the chain
+    # makes one pick per round, so the rounds give way to one pick at a time over neighbours.
+    for seed, num in enumerate([30, 220]):
+        boxes, keypoints, scores = layout_candidates(seed, num, num_keypoints, layout)
+        for params in (PUBLIC, PAPER):
+            assert_same_as_full_pool(boxes, keypoints, scores, params)
+
+
+def test_pruned_sweep_is_bit_identical_with_non_finite_and_degenerate_inputs():
+    boxes, keypoints, scores = layout_candidates(0, 300, 17, "clustered")
+    keypoints[3, 5, 0] = math.nan  # a weighted keypoint
+    keypoints[40, 2] = math.inf
+    keypoints[41, :, 1] = -math.inf
+    keypoints[77, 16, 1] = math.nan  # weight 0 below
+    boxes[10] = math.nan
+    boxes[20, 2:] = boxes[20, :2]  # zero sides: reference distance 0
+    boxes[30, 2] = boxes[30, 0] - 50  # negative width
+    scores[50, :3] = math.nan
+    weights = PartWeights((1.0,) * 16 + (0.0,), (1.0,) * 17)
+    for params in (PUBLIC, PAPER, PoseNMSParams.preset("paper", match_threshold=math.inf)):
+        for part_weights in (None, weights):
+            assert_same_as_full_pool(boxes, keypoints, scores, params, part_weights)
+
+
+def compact_pair(offset: tuple[float, float], score_b: float = 0.9):
+    """Two candidates, each with all 17 keypoints on one point, the second ``offset`` from the
+    first: their keypoint boxes are points, so the box gap is the offset on each axis."""
+    keypoints = torch.zeros(2, 17, 2, dtype=torch.float64)
+    keypoints[1] += torch.tensor(offset, dtype=torch.float64)
+    scores = torch.tensor([[1.0] * 17, [score_b] * 17], dtype=torch.float64)
+    boxes = torch.tensor([[-50.0, -50.0, 50.0, 50.0]] * 2, dtype=torch.float64)  # ref 10 px
+    return boxes, keypoints, scores
+
+
+def spatial_similarity(offset: tuple[float, float], params: PoseNMSParams) -> float:
+    """μ Σ exp(−d/δ2) over 17 keypoints at ``offset``, rounded as the NMS rounds it."""
+    offsets = torch.tensor([offset] * 17, dtype=torch.float64)[None]
+    distances = torch.linalg.vector_norm(offsets, dim=-1)
+    return float(params.mu * torch.exp(-distances / params.delta2).sum(-1))
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_a_candidate_at_the_edge_of_the_match_radius(axis):
+    # Reach 7 px (the match cap); at exactly 7 px all 17 keypoints match (d <= 7), a hair
+    # beyond none does, and the box gap is then beyond the reach: pruned, rightly.
+    for distance, joins in ((7.0, True), (math.nextafter(7.0, math.inf), False)):
+        offset = (distance, 0.0) if axis == 0 else (0.0, -distance)
+        result = assert_same_as_full_pool(*compact_pair(offset), PUBLIC)
+        assert [c.tolist() for c in result.clusters] == ([[0, 1]] if joins else [[0], [1]])
+
+
+@pytest.mark.parametrize("distance", [0.5, 3.0, 12.0, 40.0])
+def test_a_candidate_at_the_edge_of_the_spatial_reach(distance):
+    # Only the spatial term can fire (no matches, 0.01 px window): with γ one step below the
+    # pair's similarity it joins, at it it does not. The reach δ2 ln(μ Σw / γ) is then the
+    # distance itself (up to the slack), so the pair sits at the edge of what may be pruned.
+    offset = (distance * 0.6, distance * 0.8)
+    for steps, joins in ((-1, True), (0, False), (1, False)):
+        gamma = spatial_similarity(offset, PUBLIC)
+        for _ in range(abs(steps)):
+            gamma = math.nextafter(gamma, math.inf if steps > 0 else -math.inf)
+        params = PoseNMSParams.preset(
+            "alphapose_public", gamma=gamma, match_threshold=math.inf, ksim_pixels=0.01
+        )
+        result = assert_same_as_full_pool(*compact_pair(offset), params)
+        assert len(result.kept) == (1 if joins else 2)
+
+
+def test_a_candidate_at_the_edge_of_the_paper_window():
+    # A 100 × 40 box: window half sides 5 × 2 px. Offset (5, 2): inside, and with the K_sim
+    # term the similarity passes γ = 8; a hair farther on x it is outside and does not.
+    params = PoseNMSParams.preset("paper", match_threshold=math.inf, gamma=8.0)
+    pose_term = 17 * math.tanh(1.0) * math.tanh(0.9)
+    for dx, joins in ((5.0, True), (math.nextafter(5.0, math.inf), False)):
+        boxes, keypoints, scores = compact_pair((dx, 2.0))
+        boxes[:] = torch.tensor([-50.0, -20.0, 50.0, 20.0], dtype=torch.float64)
+        spatial = spatial_similarity((dx, 2.0), params)
+        assert spatial < params.gamma < spatial + pose_term
+        result = assert_same_as_full_pool(boxes, keypoints, scores, params)
+        assert len(result.kept) == (1 if joins else 2)
+
+
+def test_the_reach_of_the_public_constants():
+    # The largest distance at which a rule can fire: the 7 px match cap for a large person, the
+    # 1 px window for a tiny one (spatial term: 2.65 ln(1.7 · 17 / 22.48) ≈ 0.67 px); the
+    # paper's window for a large person is half a tenth of its longer side.
+    sides = torch.tensor([[100.0, 200.0], [5.0, 5.0]], dtype=torch.float64)
+    radius = (0.1 * sides.amax(-1)).clamp(max=7.0)
+    slack = 1e-9
+
+    def reach(params):
+        return pose_nms._reach(sides, radius, 17.0, slack, params).tolist()
+
+    assert pose_nms._spatial_reach(PUBLIC, 17.0, slack) == pytest.approx(0.666, abs=1e-3)
+    assert reach(PUBLIC) == pytest.approx([7.0, 1.0])
+    assert reach(PAPER) == pytest.approx([10.0, 0.666], abs=1e-3)
+    no_match = {"match_threshold": math.inf}
+    assert reach(PoseNMSParams.preset("alphapose_public", **no_match)) == pytest.approx([1, 1])
+    off = PoseNMSParams.preset("alphapose_public", gamma=math.inf, ksim_pixels=0.0, **no_match)
+    assert all(0 < r < 1e-100 for r in reach(off))  # no rule can fire: only coincident boxes
+    assert reach(PoseNMSParams.preset("alphapose_public", gamma=0.0)) == [math.inf] * 2
 
 
 # --- hand-checked cases for alphapose_public ------------------------------------------------

@@ -28,6 +28,17 @@ mean keypoint score, and so does this. They are carried to the result (``box_sco
 kept pick) so that the caller can rank people with the project's top-down rescoring
 (:func:`posesuite.postprocess.rescoring.rescore`: box score × mean confident keypoint score).
 
+How it is computed: the outcome is the loop's, bit for bit, without testing each pick against
+the whole pool. A pick's rules can fire on a candidate only if, for some group of weighted
+keypoints sharing a distance scale, the boxes of the two candidates' (scaled) keypoints are
+within the pick's reach R on both axes, with R the largest of the K_sim window (``ksim_pixels``,
+or half the longer side of the paper's window), the match radius (if the match threshold can be
+reached at all) and ``δ2 ln(μ Σw / γ)`` (raised a little for rounding). Beyond it on some axis,
+every keypoint is farther than R, since an axis gap between the boxes is at most each
+keypoint's offset: none is in the window, none matches and ``μ Σ w exp(−d/δ2) < γ``. Only such
+neighbour pairs are tested, with the loop's tensor expressions, each pair summed along its own
+row, so each decision is the one the whole-pool test gives (see :func:`_greedy_owners`).
+
 Whole-body skeletons: an optional :class:`PartWeights` gives each keypoint a weight (its share of
 ``simi``, of the match count and of the person score) and a distance scale (its distances are
 divided by it before every comparison, so its K_sim window, δ2 and match and merge radii grow with
@@ -39,6 +50,7 @@ that with many candidates nothing is suppressed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -265,29 +277,20 @@ def parametric_pose_nms(
     # Coordinates in units of each keypoint's distance scale: one radius then serves every part.
     scaled = keypoints / scales[:, None]
 
-    # The greedy sweep: one iteration per pick, each comparing the pick with the whole pool.
-    owner = torch.empty(num, dtype=torch.long, device=device)
-    pick_list = []
-    remaining = torch.argsort(person_scores, descending=True, stable=True)
-    while remaining.numel() > 0:
-        pick = remaining[0]
-        offsets = scaled[remaining] - scaled[pick]
-        distances = torch.linalg.vector_norm(offsets, dim=-1)
-        if params.ksim_window == "pixel":
-            in_window = distances <= params.ksim_pixels
-        else:
-            half_sides = params.ksim_box_fraction / 2 * box_sides[pick]
-            in_window = (offsets.abs() <= half_sides).all(-1)
-        pose_similarity = (in_window * tanh_scores[pick] * tanh_scores[remaining] * weights).sum(-1)
-        spatial_similarity = (torch.exp(-distances / params.delta2) * weights).sum(-1)
-        similarity = pose_similarity + params.mu * spatial_similarity
-        matches = ((distances <= match_radius[pick]) * weights).sum(-1)
-        joins = (similarity > params.gamma) | (matches >= params.match_threshold)
-        joins[0] = True  # the pick always leaves the pool, in its own cluster
-        owner[remaining[joins]] = pick
-        pick_list.append(pick)
-        remaining = remaining[~joins]
-    picks = torch.stack(pick_list)
+    # The greedy loop, over the candidates in pick order (index = rank).
+    order = torch.argsort(person_scores, descending=True, stable=True)
+    owner_rank = _greedy_owners(
+        scaled[order],
+        box_sides[order],
+        tanh_scores[order],
+        match_radius[order],
+        weights,
+        scales,
+        params,
+    )
+    owner = torch.empty_like(order)
+    owner[order] = order[owner_rank]
+    picks = order[owner_rank == torch.arange(num, device=device)]
 
     # Clusters partition the candidates, so every cluster merges at once: each candidate adds
     # its score-weighted keypoints to its pick's slot where it lies within the merge radius.
@@ -367,3 +370,269 @@ def _weights_and_scales(
         torch.tensor(part_weights.weights, dtype=dtype, device=device),
         torch.tensor(part_weights.scales, dtype=dtype, device=device),
     )
+
+
+# Pair decisions are batched in blocks of at most this many pair-keypoints, which bounds the
+# memory as the full-pool sweep's (pool × K) did.
+_PAIR_BLOCK = 1 << 20
+# A round's bookkeeping over this many pairs costs about as much as testing one pick alone.
+_PAIRS_PER_PICK = 8192
+# Past this share of all pairs, listing the neighbour pairs costs more than it saves.
+_DENSE_FRACTION = 0.25
+# Up to this many pairs, testing them all is cheaper than sorting out the neighbours.
+_ALL_PAIRS = 1 << 14
+
+
+def _greedy_owners(
+    scaled: torch.Tensor,
+    box_sides: torch.Tensor,
+    tanh_scores: torch.Tensor,
+    match_radius: torch.Tensor,
+    weights: torch.Tensor,
+    scales: torch.Tensor,
+    params: PoseNMSParams,
+) -> torch.Tensor:
+    """The pick that takes each candidate (itself for a pick), inputs and output in pick order.
+
+    Equal to the one-pick-at-a-time loop: a candidate belongs to the first pick (in rank order)
+    whose rules fire on it, and is a pick if no earlier pick's do. Only neighbours (see
+    :func:`_within_reach`) can fire, so only they are tested. First in rounds over the
+    neighbour pairs: a candidate is settled once no unsettled candidate ranked before its first
+    known taker could still take it, and each round's new picks are tested against their
+    unsettled neighbours in one batch (clustered or isolated candidates settle in two or three
+    rounds). When a round makes too few picks to pay for its bookkeeping over the pairs left (a
+    chain of picks, each a neighbour of the next), the rest goes one pick at a time against
+    the pool of unsettled candidates, testing only the pick's neighbours; when the candidates are
+    too crowded for the pairs to be worth listing, all of it goes so, testing the whole pool (the
+    full-pool sweep).
+    """
+    num = len(scaled)
+    device = scaled.device
+    ranks = torch.arange(num, device=device)
+    total_weight = float(weights.sum())
+    slack = 8 * (scaled.shape[1] + 4096) * torch.finfo(scaled.dtype).eps
+    reach = _reach(box_sides, match_radius, total_weight, slack, params)
+    boxes = _keypoint_boxes(scaled, weights, scales)
+    joins = functools.partial(
+        _joins,
+        scaled=scaled,
+        box_sides=box_sides,
+        tanh_scores=tanh_scores,
+        match_radius=match_radius,
+        weights=weights,
+        params=params,
+    )
+    pending = torch.ones(num, dtype=torch.bool, device=device)
+    owner = torch.full((num,), num, device=device)  # num: no pick has taken it yet
+    pairs = _neighbour_pairs(boxes, reach)
+    crowded = pairs is None  # then nearly every candidate is a neighbour of every other
+    while pairs is not None:
+        first, second = pairs
+        # Every pair left has both ends pending; its second stays open while the first, ranked
+        # before the second's first known taker, may become a pick that takes it first.
+        blocked = torch.zeros_like(pending)
+        blocked[second[first < owner[second]]] = True
+        settled = pending & ~blocked
+        new_picks = settled & (owner == num)
+        owner = torch.where(new_picks, ranks, owner)
+        pending &= ~settled
+        asked = new_picks[first] & pending[second] & (first < owner[second])
+        pick_of, candidate = first[asked], second[asked]
+        joined = joins(pick_of, candidate)
+        owner.scatter_reduce_(0, candidate[joined], pick_of[joined], reduce="amin")
+        live = pending[first] & pending[second]
+        pairs = first[live], second[live]
+        made = int(new_picks.sum())
+        if not bool(pending.any()) or (made - 1) * _PAIRS_PER_PICK <= len(pairs[0]):
+            break
+    # The rest one pick at a time: the first untaken candidate of the pool is the next pick,
+    # and those before it are settled (every pick ranked before them has been tested).
+    pool = pending.nonzero().squeeze(1)
+    while True:
+        untaken = (owner[pool] == num).nonzero()
+        if len(untaken) == 0:
+            return owner
+        at = int(untaken[0, 0])
+        pick = int(pool[at])
+        owner[pick] = pick
+        pool = pool[at + 1 :]
+        pool = pool[owner[pool] > pick]  # a taker ranked before the pick is final
+        candidate = pool if crowded else pool[_within_reach(boxes, reach, pick, pool)]
+        owner[candidate[joins(pick, candidate)]] = pick
+
+
+def _reach(
+    box_sides: torch.Tensor,
+    match_radius: torch.Tensor,
+    total_weight: float,
+    slack: float,
+    params: PoseNMSParams,
+) -> torch.Tensor:
+    """Per candidate as the pick: a distance R (in scaled units) such that no rule fires on a
+    candidate each of whose weighted keypoints is offset by more than R on some axis.
+
+    Such a candidate has no keypoint in the K_sim window (R covers the pixel radius or the
+    paper's half sides), matches none (R covers the match radius, unless the threshold exceeds
+    the total weight) and has ``simi = μ Σ w exp(−d / δ2) < μ Σ w exp(−R / δ2) <= γ``
+    (:func:`_spatial_reach`). Keypoints of weight 0 add exactly 0 to every sum (or NaN, which
+    fires no rule). NaN becomes inf: nothing is pruned for that pick.
+    """
+    if params.ksim_window == "pixel":
+        reach = torch.full_like(match_radius, params.ksim_pixels)
+    else:
+        reach = params.ksim_box_fraction / 2 * box_sides.amax(-1)
+    spatial = _spatial_reach(params, total_weight, slack)
+    reach = torch.maximum(reach, torch.full_like(reach, spatial))
+    if params.match_threshold <= total_weight * (1 + slack):
+        reach = torch.maximum(reach, match_radius)
+    # Never below √tiny: the squares of larger gaps are normal numbers, so a rounded distance
+    # is never below its larger axis offset.
+    reach = reach.clamp(min=torch.finfo(reach.dtype).tiny ** 0.5)
+    return torch.where(reach.isnan(), math.inf, reach)
+
+
+def _spatial_reach(params: PoseNMSParams, total_weight: float, slack: float) -> float:
+    """The distance beyond which ``μ Σ_k w_k exp(−d_k / δ2)`` cannot exceed γ: ``δ2 ln(μ Σw / γ)``,
+    raised by ``δ2 · slack`` so that the rounding of the exponentials, products and sums (a
+    relative ``(K + 4096) · 8 ε`` covers them) cannot carry the rounded sum above γ."""
+    if params.gamma == math.inf:
+        return 0.0
+    if params.gamma <= 0:
+        return math.inf
+    ratio = params.mu * total_weight / params.gamma
+    exponent = math.log(ratio) + slack if ratio > 0 else -math.inf
+    return params.delta2 * exponent if exponent > 0 else 0.0
+
+
+def _keypoint_boxes(
+    scaled: torch.Tensor, weights: torch.Tensor, scales: torch.Tensor
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per group of weighted keypoints with one distance scale, each candidate's box of its
+    scaled keypoints, ``(low, high)`` of shape (N, 2); a box with a non-finite value covers the
+    plane, so that such a candidate is never pruned."""
+    weighted = weights > 0
+    boxes = []
+    for scale in scales[weighted].unique():
+        points = scaled[:, weighted & (scales == scale)]
+        low, high = points.amin(1), points.amax(1)
+        wild = ~(low.isfinite() & high.isfinite()).all(-1, keepdim=True)
+        boxes.append((low.masked_fill(wild, -math.inf), high.masked_fill(wild, math.inf)))
+    return boxes
+
+
+def _within_reach(
+    boxes: list[tuple[torch.Tensor, torch.Tensor]],
+    reach: torch.Tensor,
+    first: torch.Tensor | int,
+    second: torch.Tensor,
+) -> torch.Tensor:
+    """Whether, for some group, both axis gaps between the keypoint boxes of ``first`` and
+    ``second`` are within the first's reach: else no rule of the first fires on the second.
+
+    The gap on an axis (``low_b − high_a`` or ``low_a − high_b``) is at most each keypoint's
+    offset on that axis, and rounding keeps the order, so (rounded) it is at most each
+    keypoint's distance too: a candidate outside on some axis for every group has every weighted
+    keypoint farther than the reach, which :func:`_reach` shows fires nothing.
+    """
+    near = torch.zeros(second.shape, dtype=torch.bool, device=second.device)
+    for low, high in boxes:
+        gaps = torch.maximum(low[second] - high[first], low[first] - high[second])
+        near |= (gaps <= reach[first, None]).all(-1)
+    return near
+
+
+def _neighbour_pairs(
+    boxes: list[tuple[torch.Tensor, torch.Tensor]], reach: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Every pair ``first < second`` (ranks) that :func:`_within_reach` keeps, sorted; None when
+    more than ``_DENSE_FRACTION`` of all pairs would have to be tested.
+
+    Up to ``_ALL_PAIRS`` pairs, all are tested. Else the pairs to test come from a sort along
+    one axis (the one on which fewer meet) of the boxes widened by their reach: boxes whose
+    rounded gap is within ``reach_first`` still meet after widening by ``reach · (1 + 4 ε)``,
+    so the sort misses none of them.
+    """
+    num = len(reach)
+    if num * (num - 1) // 2 <= _ALL_PAIRS:
+        first, second = torch.triu_indices(num, num, 1, device=reach.device)
+        near = _within_reach(boxes, reach, first, second)
+        return first[near], second[near]
+    pad = reach * (1 + 4 * torch.finfo(reach.dtype).eps)
+    skip = torch.arange(1, num + 1, device=reach.device)
+    sweeps, listed = [], 0
+    for low, high in boxes:
+        per_axis = [_sweep(low[:, axis] - pad, high[:, axis] + pad) for axis in (0, 1)]
+        counts = [int((stop - skip).sum()) for _, stop in per_axis]
+        axis = counts.index(min(counts))
+        listed += counts[axis]
+        sweeps.append((low, high, axis, *per_axis[axis]))
+    if listed > _DENSE_FRACTION * num * (num - 1) / 2:
+        return None
+    codes = []
+    for low, high, axis, by_start, stop in sweeps:
+        i, j = _ranges(skip, stop)
+        # The other axis first, in sorted order and with the larger reach of the two: cheap,
+        # and it keeps every pair that the exact test keeps.
+        across = 1 - axis
+        low_across, high_across = low[by_start, across], high[by_start, across]
+        reach_sorted = reach[by_start]
+        gap = torch.maximum(low_across[j] - high_across[i], low_across[i] - high_across[j])
+        close = (gap <= torch.maximum(reach_sorted[i], reach_sorted[j])).nonzero().squeeze(1)
+        one, other = by_start[i[close]], by_start[j[close]]
+        codes.append(torch.minimum(one, other) * num + torch.maximum(one, other))
+    code = torch.cat(codes).unique()  # sorted, each pair once
+    first, second = code // num, code % num
+    near = _within_reach(boxes, reach, first, second)
+    return first[near], second[near]
+
+
+def _sweep(start: torch.Tensor, end: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Intervals ``[start, end]`` sorted by start, and for the i-th the end of the run of later
+    ones that begin before it ends: the pairs (i, j), i < j < stop_i, are each pair that meets,
+    once."""
+    start_sorted, by_start = start.contiguous().sort()
+    return by_start, torch.searchsorted(start_sorted, end[by_start].contiguous(), right=True)
+
+
+def _ranges(starts: torch.Tensor, ends: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(row, position)`` for every position in ``[starts[row], ends[row])``."""
+    counts = ends - starts
+    rows = torch.repeat_interleave(torch.arange(len(starts), device=starts.device), counts)
+    skipped = torch.repeat_interleave(starts - (counts.cumsum(0) - counts), counts)
+    return rows, torch.arange(len(rows), device=starts.device) + skipped
+
+
+def _joins(
+    picks: torch.Tensor | int,
+    candidates: torch.Tensor,
+    scaled: torch.Tensor,
+    box_sides: torch.Tensor,
+    tanh_scores: torch.Tensor,
+    match_radius: torch.Tensor,
+    weights: torch.Tensor,
+    params: PoseNMSParams,
+) -> torch.Tensor:
+    """Whether each pick's rules fire on its candidate (the module docstring's step 2); one
+    pick (an int) is tested against all the candidates.
+
+    Each pair's terms are elementwise ops summed along its own row, so its decision does not
+    depend on which pairs share the batch.
+    """
+    block = max(1, _PAIR_BLOCK // scaled.shape[1])
+    decisions = [candidates.new_empty(0, dtype=torch.bool)]
+    for begin in range(0, len(candidates), block):
+        other = candidates[begin : begin + block]
+        pick = picks if isinstance(picks, int) else picks[begin : begin + block]
+        offsets = scaled[other] - scaled[pick]
+        distances = torch.linalg.vector_norm(offsets, dim=-1)
+        if params.ksim_window == "pixel":
+            in_window = distances <= params.ksim_pixels
+        else:
+            half_sides = params.ksim_box_fraction / 2 * box_sides[pick]
+            in_window = (offsets.abs() <= half_sides[..., None, :]).all(-1)
+        pose_similarity = (in_window * tanh_scores[pick] * tanh_scores[other] * weights).sum(-1)
+        spatial_similarity = (torch.exp(-distances / params.delta2) * weights).sum(-1)
+        similarity = pose_similarity + params.mu * spatial_similarity
+        matches = ((distances <= match_radius[pick, None]) * weights).sum(-1)
+        decisions.append((similarity > params.gamma) | (matches >= params.match_threshold))
+    return torch.cat(decisions)
