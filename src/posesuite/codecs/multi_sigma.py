@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import torch
 
-from posesuite.codecs.heatmap import HeatmapCodec, gaussian_blur, kernel_sigma
+from posesuite.codecs.heatmap import HeatmapCodec, fitting_peak_blur, kernel_sigma
 
 
 class MultiSigmaHeatmapCodec(HeatmapCodec):
@@ -31,8 +31,15 @@ class MultiSigmaHeatmapCodec(HeatmapCodec):
     (B, L, K, h, w), one target per entry of ``global_kernel_sizes``, finest level first.
 
     ``peak_blur_kernel``: odd size of a Gaussian smoothing applied before the maximum is located
-    at decoding (CPN's test code blurs with 21 before its quarter-pixel shift; 1: none). Scores
-    stay the maxima of the unsmoothed heatmaps, which the rescoring thresholds expect.
+    at decoding (1: none). CPN's test code blurs with 21, zero padding, then steps 0.25 px toward
+    the second maximum of the blurred map: ``refine="second_max"`` with kernel 21 is that decode
+    (``refine="shift"`` the axis-wise quarter shift on the same blurred map). The refinement
+    works on the blurred map. Near the border the zero padding would pull the blurred maximum
+    inward (up to 0.75 px for kernel 21 on kernel-7 targets), so a map keeps the largest kernel,
+    up to this size, whose blurred maximum lies at least the kernel's radius + 1 pixels from the
+    border (the maximum and its neighbours then see no padding); radius 0 (no blur) is the last
+    resort. Scores stay the maxima of the unsmoothed heatmaps, which the rescoring thresholds
+    expect.
     Other arguments are the base codec's.
     """
 
@@ -74,5 +81,6 @@ class MultiSigmaHeatmapCodec(HeatmapCodec):
         if self.peak_blur_kernel == 1:
             return super().decode(heatmaps)
         heatmaps = heatmaps.float()
-        keypoints, _ = super().decode(gaussian_blur(heatmaps, self.peak_blur_kernel))
-        return keypoints, heatmaps.flatten(-2).amax(dim=-1)
+        smoothed, index, radius = fitting_peak_blur(heatmaps, self.peak_blur_kernel)
+        points = self._refine_peaks(smoothed, index, blurred_radius=radius)
+        return self.heatmap_to_crop(points), heatmaps.flatten(-2).amax(dim=-1)
