@@ -274,6 +274,13 @@ def test_pruned_sweep_is_bit_identical_on_crowds_and_chains(layout, num_keypoint
             assert_same_as_full_pool(boxes, keypoints, scores, params)
 
 
+def test_pair_tests_cut_in_blocks_give_the_same_decisions(monkeypatch):
+    # Blocks of 64 pair-keypoints: a few pairs per block, in the rounds and one pick at a time.
+    monkeypatch.setattr(pose_nms, "_PAIR_BLOCK", 64)
+    for layout in ("clustered", "chain", "crowd"):
+        assert_same_as_full_pool(*layout_candidates(0, 200, 17, layout), PUBLIC)
+
+
 def test_pruned_sweep_is_bit_identical_with_non_finite_and_degenerate_inputs():
     boxes, keypoints, scores = layout_candidates(0, 300, 17, "clustered")
     keypoints[3, 5, 0] = math.nan  # a weighted keypoint

@@ -436,29 +436,28 @@ def _greedy_owners(
         new_picks = settled & (owner == num)
         owner = torch.where(new_picks, ranks, owner)
         pending &= ~settled
-        asked = new_picks[first] & pending[second] & (first < owner[second])
-        pick_of, candidate = first[asked], second[asked]
-        joined = joins(pick_of, candidate)
-        owner.scatter_reduce_(0, candidate[joined], pick_of[joined], reduce="amin")
+        asked = (new_picks[first] & pending[second] & (first < owner[second])).nonzero()[:, 0]
+        if len(asked):
+            pick_of, candidate = first[asked], second[asked]
+            joined = joins(pick_of, candidate)
+            owner.scatter_reduce_(0, candidate[joined], pick_of[joined], reduce="amin")
         live = pending[first] & pending[second]
         pairs = first[live], second[live]
         made = int(new_picks.sum())
         if not bool(pending.any()) or (made - 1) * _PAIRS_PER_PICK <= len(pairs[0]):
             break
-    # The rest one pick at a time: the first untaken candidate of the pool is the next pick,
-    # and those before it are settled (every pick ranked before them has been tested).
-    pool = pending.nonzero().squeeze(1)
-    while True:
-        untaken = (owner[pool] == num).nonzero()
-        if len(untaken) == 0:
-            return owner
-        at = int(untaken[0, 0])
-        pick = int(pool[at])
+    # The rest one pick at a time, in rank order: when a candidate comes up, every pick ranked
+    # before it has been tested, so it is a pick unless one of them took it.
+    pool = pending.nonzero()[:, 0]
+    while len(pool):
+        pick, pool = int(pool[0]), pool[1:]
+        if int(owner[pick]) < num:
+            continue
         owner[pick] = pick
-        pool = pool[at + 1 :]
-        pool = pool[owner[pool] > pick]  # a taker ranked before the pick is final
         candidate = pool if crowded else pool[_within_reach(boxes, reach, pick, pool)]
         owner[candidate[joins(pick, candidate)]] = pick
+        pool = pool[owner[pool] > pick]  # a taker ranked before the pick is final
+    return owner
 
 
 def _reach(
@@ -510,10 +509,13 @@ def _keypoint_boxes(
     """Per group of weighted keypoints with one distance scale, each candidate's box of its
     scaled keypoints, ``(low, high)`` of shape (N, 2); a box with a non-finite value covers the
     plane, so that such a candidate is never pruned."""
-    weighted = weights > 0
+    groups: dict[float, list[int]] = {}
+    for index, (weight, scale) in enumerate(zip(weights.tolist(), scales.tolist(), strict=True)):
+        if weight > 0:
+            groups.setdefault(scale, []).append(index)
     boxes = []
-    for scale in scales[weighted].unique():
-        points = scaled[:, weighted & (scales == scale)]
+    for indices in groups.values():
+        points = scaled if len(indices) == len(weights) else scaled[:, indices]
         low, high = points.amin(1), points.amax(1)
         wild = ~(low.isfinite() & high.isfinite()).all(-1, keepdim=True)
         boxes.append((low.masked_fill(wild, -math.inf), high.masked_fill(wild, math.inf)))
@@ -545,17 +547,20 @@ def _neighbour_pairs(
     boxes: list[tuple[torch.Tensor, torch.Tensor]], reach: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Every pair ``first < second`` (ranks) that :func:`_within_reach` keeps, sorted; None when
-    more than ``_DENSE_FRACTION`` of all pairs would have to be tested.
+    they are more than ``_DENSE_FRACTION`` of all pairs.
 
     Up to ``_ALL_PAIRS`` pairs, all are tested. Else the pairs to test come from a sort along
     one axis (the one on which fewer meet) of the boxes widened by their reach: boxes whose
     rounded gap is within ``reach_first`` still meet after widening by ``reach · (1 + 4 ε)``,
-    so the sort misses none of them.
+    so the sort misses none of them; more than ``_DENSE_FRACTION`` of all pairs from the sort
+    gives None.
     """
     num = len(reach)
     if num * (num - 1) // 2 <= _ALL_PAIRS:
         first, second = torch.triu_indices(num, num, 1, device=reach.device)
-        near = _within_reach(boxes, reach, first, second)
+        near = _within_reach(boxes, reach, first, second).nonzero().squeeze(1)
+        if len(near) > _DENSE_FRACTION * len(first):
+            return None
         return first[near], second[near]
     pad = reach * (1 + 4 * torch.finfo(reach.dtype).eps)
     skip = torch.arange(1, num + 1, device=reach.device)
@@ -616,23 +621,34 @@ def _joins(
     pick (an int) is tested against all the candidates.
 
     Each pair's terms are elementwise ops summed along its own row, so its decision does not
-    depend on which pairs share the batch.
+    depend on which pairs share the batch (which is cut in blocks of ``_PAIR_BLOCK``).
     """
     block = max(1, _PAIR_BLOCK // scaled.shape[1])
-    decisions = [candidates.new_empty(0, dtype=torch.bool)]
-    for begin in range(0, len(candidates), block):
-        other = candidates[begin : begin + block]
-        pick = picks if isinstance(picks, int) else picks[begin : begin + block]
-        offsets = scaled[other] - scaled[pick]
-        distances = torch.linalg.vector_norm(offsets, dim=-1)
-        if params.ksim_window == "pixel":
-            in_window = distances <= params.ksim_pixels
-        else:
-            half_sides = params.ksim_box_fraction / 2 * box_sides[pick]
-            in_window = (offsets.abs() <= half_sides[..., None, :]).all(-1)
-        pose_similarity = (in_window * tanh_scores[pick] * tanh_scores[other] * weights).sum(-1)
-        spatial_similarity = (torch.exp(-distances / params.delta2) * weights).sum(-1)
-        similarity = pose_similarity + params.mu * spatial_similarity
-        matches = ((distances <= match_radius[pick, None]) * weights).sum(-1)
-        decisions.append((similarity > params.gamma) | (matches >= params.match_threshold))
-    return torch.cat(decisions)
+    if len(candidates) > block:
+        return torch.cat(
+            [
+                _joins(
+                    picks if isinstance(picks, int) else picks[begin : begin + block],
+                    candidates[begin : begin + block],
+                    scaled,
+                    box_sides,
+                    tanh_scores,
+                    match_radius,
+                    weights,
+                    params,
+                )
+                for begin in range(0, len(candidates), block)
+            ]
+        )
+    offsets = scaled[candidates] - scaled[picks]
+    distances = torch.linalg.vector_norm(offsets, dim=-1)
+    if params.ksim_window == "pixel":
+        in_window = distances <= params.ksim_pixels
+    else:
+        half_sides = params.ksim_box_fraction / 2 * box_sides[picks]
+        in_window = (offsets.abs() <= half_sides[..., None, :]).all(-1)
+    pose_similarity = (in_window * tanh_scores[picks] * tanh_scores[candidates] * weights).sum(-1)
+    spatial_similarity = (torch.exp(-distances / params.delta2) * weights).sum(-1)
+    similarity = pose_similarity + params.mu * spatial_similarity
+    matches = ((distances <= match_radius[picks, None]) * weights).sum(-1)
+    return (similarity > params.gamma) | (matches >= params.match_threshold)
