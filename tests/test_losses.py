@@ -44,7 +44,7 @@ def test_cpn_loss_matches_its_definition_on_a_small_example():
         "heatmaps": random_maps(batch, keypoints, h, w, seed=2),
         "global_heatmaps": random_maps(batch, levels, keypoints, h, w, seed=3),
     }
-    losses = CPNLoss(top_k=2)(outputs, targets)
+    losses = CPNLoss(top_k=2, global_rule="masked")(outputs, targets)
 
     mask = targets["target_weight"]
     global_terms = [
@@ -62,16 +62,56 @@ def test_cpn_loss_matches_its_definition_on_a_small_example():
     torch.testing.assert_close(losses["loss"], expected_global + expected_refine)
 
 
-def test_cpn_loss_ignores_unlabelled_keypoints_and_weights_its_terms():
+def test_cpn_loss_official_global_rule_zeroes_the_targets_of_joints_not_visible():
+    """tf-cpn: GlobalNet targets are kept only for visible joints (v = 2); the prediction is not
+    masked, so occluded, unlabelled and out-of-crop joints are pulled toward empty maps."""
+    batch, levels, keypoints, h, w = 1, 2, 4, 5, 3
+    targets = {
+        "heatmaps": random_maps(batch, keypoints, h, w, seed=0),
+        # the codec zeroes the targets of joints with weight 0 (unlabelled or outside the crop)
+        "global_heatmaps": random_maps(batch, levels, keypoints, h, w, seed=1)
+        * torch.tensor([1.0, 1.0, 0.0, 0.0])[None, None, :, None, None],
+        "target_weight": torch.tensor([[1.0, 1.0, 0.0, 0.0]]),
+        "visibility": torch.tensor([[2, 1, 0, 2]], dtype=torch.uint8),  # joint 3: out of crop
+    }
+    outputs = {
+        "heatmaps": random_maps(batch, keypoints, h, w, seed=2),
+        "global_heatmaps": random_maps(batch, levels, keypoints, h, w, seed=3),
+    }
+    losses = CPNLoss(top_k=keypoints)(outputs, targets)
+    visible_target = targets["global_heatmaps"].clone()
+    visible_target[:, :, 1:] = 0  # only joint 0 is visible and labelled in the crop
+    expected_global = 0.5 * ((outputs["global_heatmaps"] - visible_target) ** 2).mean()
+    torch.testing.assert_close(losses["loss_global"], expected_global)
+    # The RefineNet term is the same under both rules: v = 1 counts as labelled there.
+    masked = CPNLoss(top_k=keypoints, global_rule="masked")(outputs, targets)
+    torch.testing.assert_close(losses["loss_refine"], masked["loss_refine"])
+    assert not torch.isclose(losses["loss_global"], masked["loss_global"])
+
+
+@pytest.mark.parametrize("global_rule", ["official", "masked"])
+def test_cpn_loss_ignores_unlabelled_keypoints_and_weights_its_terms(global_rule):
     outputs = {"heatmaps": torch.zeros(1, 3, 4, 4), "global_heatmaps": torch.zeros(1, 2, 3, 4, 4)}
     targets = {
         "heatmaps": torch.ones(1, 3, 4, 4),
         "global_heatmaps": torch.ones(1, 2, 3, 4, 4),
         "target_weight": torch.tensor([[1.0, 1.0, 0.0]]),
+        "visibility": torch.tensor([[2, 2, 0]], dtype=torch.uint8),
     }
-    base = CPNLoss(top_k=3)(outputs, targets)
+    loss = CPNLoss(top_k=3, global_rule=global_rule)
+    base = loss(outputs, targets)
     outputs["heatmaps"][:, 2] = 7.0  # anything at all where the keypoint is unlabelled
+    assert loss(outputs, targets)["loss"] == base["loss"]
     outputs["global_heatmaps"][:, :, 2] = -3.0
-    assert CPNLoss(top_k=3)(outputs, targets)["loss"] == base["loss"]
-    weighted = CPNLoss(top_k=3, global_weight=2.0, refine_weight=0.0)(outputs, targets)
-    assert weighted["loss"] == pytest.approx(2 * base["loss_global"].item())
+    # The official rule pulls the unlabelled joint's GlobalNet maps toward 0; masked ignores them.
+    changed = loss(outputs, targets)["loss"] != base["loss"]
+    assert changed == (global_rule == "official")
+    weighted = CPNLoss(top_k=3, global_weight=2.0, refine_weight=0.0, global_rule=global_rule)
+    assert weighted(outputs, targets)["loss"] == pytest.approx(
+        2 * loss(outputs, targets)["loss_global"].item()
+    )
+
+
+def test_cpn_loss_refuses_an_unknown_global_rule():
+    with pytest.raises(ValueError, match="global_rule"):
+        CPNLoss(global_rule="visible")

@@ -145,6 +145,7 @@ def fixed_batch(
         "keypoints": torch.rand(batch_size, num_keypoints, 2, generator=generator)
         * torch.tensor([width - 1.0, height - 1.0]),
         "keypoint_weight": torch.ones(batch_size, num_keypoints),
+        "visibility": torch.full((batch_size, num_keypoints), 2, dtype=torch.uint8),
         "num_skipped": 0,
     }
 
@@ -177,12 +178,13 @@ class PlainLoop:
     def step(self) -> None:
         module, device = self.module, self.device
         # Copied every step, as Lightning does (a no-op on the CPU).
-        images = self.batch["image"].to(device)
-        keypoints = self.batch["keypoints"].to(device)
-        keypoint_weight = self.batch["keypoint_weight"].to(device)
+        batch = {
+            name: value.to(device) if isinstance(value, torch.Tensor) else value
+            for name, value in self.batch.items()
+        }
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision.bf16):
-            outputs = module.network(module.normalize(images))
-            targets = module.codec.encode(keypoints, keypoint_weight)
+            outputs = module.network(module.normalize(batch["image"]))
+            targets = module.codec.encode(batch, outputs)
             loss = module.loss(outputs, targets)["loss"]
         self.optimizer.zero_grad()
         loss.backward()

@@ -48,32 +48,59 @@ def ohkm_loss(per_keypoint_loss: torch.Tensor, top_k: int) -> torch.Tensor:
     return hardest.mean()
 
 
+GLOBAL_RULES = ("official", "masked")
+
+
 class CPNLoss(nn.Module):
     """CPN's loss: heatmap L2 on every GlobalNet level plus OHKM L2 on the RefineNet output.
 
-    ``loss_global`` is 0.5 x the masked MSE over levels, keypoints, pixels and batch;
-    ``loss_refine`` is OHKM (``top_k`` of K per sample) of each keypoint's masked MSE over
-    pixels. With unit weights the total equals the official code's (its global term is the mean
-    over levels halved; its refine term has no 0.5). Unlabelled keypoints (target weight 0) are
-    masked out of both terms; the official code also sets the GlobalNet target of occluded
-    (v = 1) keypoints to zero, which needs visibility this pipeline does not carry.
+    ``loss_global`` is 0.5 x the MSE over levels, keypoints, pixels and batch; ``loss_refine``
+    is OHKM (``top_k`` of K per sample) of each keypoint's masked MSE over pixels, where joints
+    that are unlabelled or outside the crop (target weight 0) contribute 0. With unit weights the
+    total equals the official code's (its global term is the mean over levels halved; its refine
+    term has no 0.5).
+
+    ``global_rule`` says which GlobalNet error counts:
+
+    - ``official`` (tf-cpn, the default): the GlobalNet *target* of every joint that is not
+      visible (flag v <= 1: occluded, unlabelled, or outside the crop) is zero, and the
+      prediction is not masked, so the network learns empty maps there;
+    - ``masked``: the error of joints with target weight 0 is masked out, and occluded joints
+      (v = 1) keep their Gaussian, as for the RefineNet term.
+
+    Reads ``targets["visibility"]`` (the annotation's 0/1/2 flags) for the official rule.
     For the "GlobalNet only" ablation (``CPNHead(use_refine=False)``) set ``refine_weight=0``.
     """
 
     def __init__(
-        self, top_k: int = 8, global_weight: float = 1.0, refine_weight: float = 1.0
+        self,
+        top_k: int = 8,
+        global_weight: float = 1.0,
+        refine_weight: float = 1.0,
+        global_rule: str = "official",
     ) -> None:
         super().__init__()
+        if global_rule not in GLOBAL_RULES:
+            raise ValueError(
+                f"CPNLoss.global_rule must be one of {GLOBAL_RULES}, got {global_rule!r}"
+            )
         self.top_k = top_k
         self.global_weight = global_weight
         self.refine_weight = refine_weight
+        self.global_rule = global_rule
 
     def forward(
         self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
         mask = targets["target_weight"][..., None, None]
-        global_error = outputs["global_heatmaps"].float() - targets["global_heatmaps"]
-        loss_global = 0.5 * (global_error * mask.unsqueeze(1)).pow(2).mean()
+        global_predictions = outputs["global_heatmaps"].float()
+        global_targets = targets["global_heatmaps"]  # already zero where the weight is 0
+        if self.global_rule == "official":
+            visible = (targets["visibility"] > 1).to(global_targets.dtype)[:, None, :, None, None]
+            global_error = global_predictions - global_targets * visible
+        else:
+            global_error = (global_predictions - global_targets) * mask.unsqueeze(1)
+        loss_global = 0.5 * global_error.pow(2).mean()
         refine_error = (outputs["heatmaps"].float() - targets["heatmaps"]) * mask
         loss_refine = ohkm_loss(refine_error.pow(2).mean(dim=(-2, -1)), self.top_k)
         loss = self.global_weight * loss_global + self.refine_weight * loss_refine

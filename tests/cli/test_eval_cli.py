@@ -22,8 +22,8 @@ STAT_NAMES = ["AP", "AP50", "AP75", "AP_M", "AP_L", "AR", "AR50", "AR75", "AR_M"
 
 
 @pytest.fixture(scope="module")
-def gt_file(real_data_dir: Path) -> Path:
-    return real_data_dir / "coco" / "test_coco.json"
+def gt_file(coco_files) -> Path:
+    return coco_files.annotations
 
 
 @pytest.fixture(scope="module")
@@ -139,8 +139,8 @@ def test_console_script_matches_pycocotools(gt_file, people, tmp_path):
     assert list(json.loads(out.read_text()).values()) == pycocotools_stats(gt_file, results_file)
 
 
-def test_detection_scenario_matches_pycocotools(real_data_dir, gt_file, people, tmp_path):
-    detections = json.loads((real_data_dir / "coco" / "test_coco_det_AP_H_56.json").read_text())
+def test_detection_scenario_matches_pycocotools(coco_files, gt_file, people, tmp_path):
+    detections = json.loads(coco_files.detections.read_text())
     results = detection_results(detections, people, seed=9)
     results_file = write_json(tmp_path / "detections.json", results)
     out = tmp_path / "detections_metrics.json"

@@ -92,7 +92,7 @@ def clean_targets(codec: HeatmapCodec, points: torch.Tensor) -> torch.Tensor:
 
 
 def decoded_positions(codec: HeatmapCodec, maps: torch.Tensor) -> torch.Tensor:
-    keypoints, _ = codec.decode(maps)
+    keypoints, _ = codec.decode_heatmaps(maps)
     return codec.crop_to_heatmap(keypoints)[0]
 
 

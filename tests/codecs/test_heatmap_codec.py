@@ -19,8 +19,8 @@ def interior_points(n: int, input_size=(192, 256), margin=24.0, seed=0) -> torch
 def test_encode_decode_round_trip_at_subpixel_positions(refine, tolerance):
     codec = HeatmapCodec((192, 256), (48, 64), sigma=2.0, refine=refine)
     keypoints = interior_points(8)
-    targets = codec.encode(keypoints, torch.ones(8, 17))
-    decoded, scores = codec.decode(targets["heatmaps"])
+    targets = codec.encode_keypoints(keypoints, torch.ones(8, 17))
+    decoded, scores = codec.decode_heatmaps(targets["heatmaps"])
     assert (decoded - keypoints).abs().max() < tolerance
     assert scores.min() > 0.9
 
@@ -30,7 +30,9 @@ def test_dark_beats_the_quarter_pixel_shift():
     errors = {}
     for refine in ("dark", "shift"):
         codec = HeatmapCodec((192, 256), (48, 64), sigma=2.0, refine=refine)
-        decoded, _ = codec.decode(codec.encode(keypoints, torch.ones(16, 17))["heatmaps"])
+        decoded, _ = codec.decode_heatmaps(
+            codec.encode_keypoints(keypoints, torch.ones(16, 17))["heatmaps"]
+        )
         errors[refine] = (decoded - keypoints).norm(dim=-1).mean()
     assert errors["dark"] < 0.1 * errors["shift"]
 
@@ -48,7 +50,7 @@ def test_unlabelled_keypoints_give_empty_targets_and_zero_weight():
     codec = HeatmapCodec((192, 256), (48, 64))
     weight = torch.ones(2, 17)
     weight[1, 3] = 0
-    targets = codec.encode(interior_points(2), weight)
+    targets = codec.encode_keypoints(interior_points(2), weight)
     assert targets["heatmaps"][1, 3].abs().sum() == 0
     assert targets["target_weight"][1, 3] == 0 and targets["heatmaps"][1, 4].max() > 0.9
 
@@ -60,9 +62,9 @@ def test_flip_back_of_the_mirrored_crop_recovers_the_heatmaps_exactly():
     mirrored = keypoints.clone()
     mirrored[..., 0] = 192 - 1 - mirrored[..., 0]  # mirror of the crop: x -> W - 1 - x
     mirrored = mirrored[:, skeleton.flip_index]  # a left wrist becomes a right wrist
-    original = codec.encode(keypoints, torch.ones(4, 17))["heatmaps"]
+    original = codec.encode_keypoints(keypoints, torch.ones(4, 17))["heatmaps"]
     flipped_back = codec.flip_back(
-        codec.encode(mirrored, torch.ones(4, 17))["heatmaps"], skeleton.flip_index
+        codec.encode_keypoints(mirrored, torch.ones(4, 17))["heatmaps"], skeleton.flip_index
     )
     torch.testing.assert_close(flipped_back, original, atol=1e-5, rtol=0)
 
@@ -78,5 +80,7 @@ def test_round_trip_at_the_default_cpu_size_with_narrow_targets():
     # conf/model/simplebaseline_small.yaml: 96x128 crops, 24x32 maps, sigma 0.75, DARK blur 3.
     codec = HeatmapCodec((96, 128), (24, 32), sigma=0.75, refine="dark", blur_kernel=3)
     keypoints = interior_points(8, input_size=(96, 128), margin=12.0)
-    decoded, _ = codec.decode(codec.encode(keypoints, torch.ones(8, 17))["heatmaps"])
+    decoded, _ = codec.decode_heatmaps(
+        codec.encode_keypoints(keypoints, torch.ones(8, 17))["heatmaps"]
+    )
     assert (decoded - keypoints).abs().max() < 0.05

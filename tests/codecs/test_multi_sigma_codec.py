@@ -29,7 +29,7 @@ def measured_sigmas(heatmap: torch.Tensor) -> tuple[float, float]:
 def test_every_target_has_its_configured_width(input_size, heatmap_size, global_kernels, kernel):
     codec = MultiSigmaHeatmapCodec(input_size, heatmap_size, global_kernels, kernel)
     centre = torch.tensor([[[input_size[0] / 2 + 0.3, input_size[1] / 2 - 1.1]]])
-    targets = codec.encode(centre, torch.ones(1, 1))
+    targets = codec.encode_keypoints(centre, torch.ones(1, 1))
     assert targets["global_heatmaps"].shape == (1, len(global_kernels), 1, *heatmap_size[::-1])
     maps = [*targets["global_heatmaps"][0, :, 0], targets["heatmaps"][0, 0]]
     for level_map, size in zip(maps, [*global_kernels, kernel], strict=True):
@@ -50,7 +50,7 @@ def test_unlabelled_keypoints_get_empty_targets_at_every_level():
     keypoints = torch.full((2, 3, 2), 90.0)
     weight = torch.ones(2, 3)
     weight[1, 2] = 0
-    targets = codec.encode(keypoints, weight)
+    targets = codec.encode_keypoints(keypoints, weight)
     assert targets["global_heatmaps"][1, :, 2].abs().sum() == 0
     assert targets["global_heatmaps"][1, :, 1].amax() > 0.9 and targets["heatmaps"][1, 2].sum() == 0
 
@@ -59,8 +59,8 @@ def test_decoding_after_the_peak_blur_finds_the_keypoints_and_keeps_raw_scores()
     codec = MultiSigmaHeatmapCodec((192, 256), (48, 64), refine="shift", peak_blur_kernel=21)
     generator = torch.Generator().manual_seed(0)
     keypoints = 24 + torch.rand(4, 17, 2, generator=generator) * torch.tensor([144.0, 208.0])
-    heatmaps = codec.encode(keypoints, torch.ones(4, 17))["heatmaps"]
-    decoded, scores = codec.decode(heatmaps)
+    heatmaps = codec.encode_keypoints(keypoints, torch.ones(4, 17))["heatmaps"]
+    decoded, scores = codec.decode_heatmaps(heatmaps)
     assert (decoded - keypoints).abs().max() < 0.5 * 4  # within the quarter-pixel rule's error
     torch.testing.assert_close(scores, heatmaps.flatten(-2).amax(-1))
 

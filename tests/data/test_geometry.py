@@ -1,10 +1,12 @@
 import numpy as np
 import pytest
+import torch
 
 from posesuite.data.geometry import (
     apply_affine,
     box_to_center_scale,
     crop_affine,
+    crop_to_image_points,
     flip_affine,
     invert_affine,
     to_homogeneous,
@@ -64,3 +66,17 @@ def test_warp_image_places_a_pixel_where_the_matrix_says():
     ys, xs = np.mgrid[:128, :128]
     centroid = [(xs * crop).sum() / crop.sum(), (ys * crop).sum() / crop.sum()]
     np.testing.assert_allclose(centroid, apply_affine(np.array([10.0, 20.0]), matrix), atol=1e-6)
+
+
+def test_crop_to_image_points_is_the_exact_inverse_affine_in_torch():
+    rng = np.random.default_rng(0)
+    affines = rng.normal(size=(4, 2, 3))
+    points = rng.uniform(0, 100, (4, 17, 2))
+    expected = np.stack(
+        [
+            p @ invert_affine(a)[:, :2].T + invert_affine(a)[:, 2]
+            for p, a in zip(points, affines, strict=True)
+        ]
+    )
+    result = crop_to_image_points(torch.tensor(points), torch.tensor(affines))
+    np.testing.assert_allclose(result.numpy(), expected, atol=1e-9)

@@ -2,34 +2,19 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 from posesuite.codecs.heatmap import HeatmapCodec
 from posesuite.data.datamodule import TopDownDataset, collate_skipping
-from posesuite.data.geometry import invert_affine
+from posesuite.data.geometry import crop_to_image_points
 from posesuite.data.sources.coco import read_coco_keypoints
 from posesuite.data.transforms import TopDownTransform
-from posesuite.lit.module import apply_inverse_affine
 from posesuite.metrics.coco import COCOKeypointAP
+from posesuite.postprocess.pipeline import PostProcess
 from posesuite.skeleton import load_skeleton
 
 SKELETON = load_skeleton("coco17")
-
-
-def test_apply_inverse_affine_matches_numpy():
-    rng = np.random.default_rng(0)
-    affines = rng.normal(size=(4, 2, 3))
-    points = rng.uniform(0, 100, (4, 17, 2))
-    expected = np.stack(
-        [
-            p @ invert_affine(a)[:, :2].T + invert_affine(a)[:, 2]
-            for p, a in zip(points, affines, strict=True)
-        ]
-    )
-    result = apply_inverse_affine(torch.tensor(points, dtype=torch.float64), torch.tensor(affines))
-    np.testing.assert_allclose(result.numpy(), expected, atol=1e-9)
 
 
 def test_oracle_heatmaps_through_the_evaluation_path_give_ap_1(real_data_dir):
@@ -43,15 +28,15 @@ def test_oracle_heatmaps_through_the_evaluation_path_give_ap_1(real_data_dir):
     # so what remains is the geometry (DARK's smoothing biases peaks within its radius of the
     # border, as in the reference method).
     codec = HeatmapCodec((192, 256), (48, 64), sigma=2.0, refine="dark", blur_kernel=1)
-    heatmaps = codec.encode(batch["keypoints"], batch["keypoint_weight"])["heatmaps"]
-    crop_points, scores = codec.decode(heatmaps)
-    image_points = apply_inverse_affine(crop_points, batch["affine"])
+    heatmaps = codec.encode_keypoints(batch["keypoints"], batch["keypoint_weight"])["heatmaps"]
+    crop_points, scores = codec.decode_heatmaps(heatmaps)
+    image_points = crop_to_image_points(crop_points, batch["affine"])
     labelled = torch.stack([torch.from_numpy(r.keypoints[:, 2] > 0) for r in records])
     inside = batch["keypoint_weight"] > 0
     gt = torch.stack([torch.from_numpy(r.keypoints[:, :2]) for r in records])
     assert (image_points - gt)[inside].abs().max() < 0.1  # sub-pixel after the full round trip
     assert inside.sum() == labelled.sum()  # the padded crop holds every labelled joint
-    metric = COCOKeypointAP(ann_file, SKELETON.sigmas.tolist())
+    metric = COCOKeypointAP(ann_file, SKELETON)
     metric.update(
         sample_ids=batch["sample_id"],
         image_ids=batch["image_id"],
@@ -60,8 +45,8 @@ def test_oracle_heatmaps_through_the_evaluation_path_give_ap_1(real_data_dir):
         areas=batch["area"],
         boxes=batch["box"],
     )
-    stats = metric.compute()
-    assert float(stats["AP"]) == pytest.approx(1.0) and float(stats["AR"]) == pytest.approx(1.0)
+    stats = metric.evaluate(PostProcess().bind(SKELETON.sigmas.tolist())(metric.people()))
+    assert stats["AP"] == pytest.approx(1.0) and stats["AR"] == pytest.approx(1.0)
 
 
 def test_corrupt_images_are_skipped_and_counted(real_data_dir, tmp_path, caplog):
@@ -90,5 +75,15 @@ def test_heatmap_size_that_the_network_does_not_give_is_named():
     with initialize_config_dir(str(CONF_DIR), version_base=None):
         cfg = compose("config", overrides=overrides)
     module = instantiate(cfg.model.module, _convert_="partial")
-    with pytest.raises(ValueError, match=r"12x16 .*model\.heatmap_size is \[24, 32\]"):
-        module(torch.zeros(1, 3, 64, 48, dtype=torch.uint8))
+    batch = {
+        "image": torch.zeros(1, 3, 64, 48, dtype=torch.uint8),
+        "keypoints": torch.zeros(1, 17, 2),
+        "keypoint_weight": torch.ones(1, 17),
+        "affine": torch.eye(2, 3)[None],
+    }
+    outputs = module(batch["image"])
+    message = r"12x16 .*model\.heatmap_size is \[24, 32\]"
+    with pytest.raises(ValueError, match=message):
+        module.codec.encode(batch, outputs)  # training
+    with pytest.raises(ValueError, match=message):
+        module.predict_poses(batch)  # evaluation

@@ -1,5 +1,5 @@
 """COCO keypoint AP: `evaluate_coco_keypoints` against pycocotools, and the `COCOKeypointAP` metric
-(oracle, rescoring + OKS-NMS, de-duplication of DDP padding, gathering, cached results)."""
+(oracle, rescoring + NMS before it, de-duplication of DDP padding, gathering)."""
 
 from __future__ import annotations
 
@@ -19,15 +19,17 @@ from pycocotools.cocoeval import COCOeval
 from posesuite.metrics import coco as coco_module
 from posesuite.metrics.coco import COCOKeypointAP
 from posesuite.metrics.coco_eval import COCO_KEYPOINT_STAT_NAMES, evaluate_coco_keypoints
+from posesuite.metrics.predictions import People, coco_results
 from posesuite.postprocess.pipeline import PostProcess
 from posesuite.skeleton import load_skeleton
 
-SIGMAS = tuple(load_skeleton("coco17").sigmas.tolist())
+SKELETON = load_skeleton("coco17")
+SIGMAS = tuple(SKELETON.sigmas.tolist())
 
 
 @pytest.fixture(scope="module")
-def gt_file(real_data_dir: Path) -> Path:
-    return real_data_dir / "coco" / "test_coco.json"
+def gt_file(coco_files) -> Path:
+    return coco_files.annotations
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +97,15 @@ def metric_inputs(people: list[dict], sample_ids: list[int] | None = None) -> di
     chosen = [people[i] for i in sample_ids]
     keypoints = torch.tensor([ann["keypoints"] for ann in chosen], dtype=torch.float32)
     keypoints = keypoints.reshape(len(chosen), -1, 3)
-    keypoints[..., 2] = (keypoints[..., 2] > 0).float()
+    labelled = keypoints[..., 2] > 0
+    keypoints[..., 2] = labelled.float()
+    # A network places every joint somewhere in the box: unlabelled ones (GT at 0, 0) go along
+    # the box's diagonal with score 0. Left at (0, 0) they would coincide across people, and
+    # the parametric pose NMS counts coinciding joints as matches whatever their scores.
+    boxes = torch.tensor([ann["bbox"] for ann in chosen], dtype=torch.float32)
+    along = torch.linspace(0.1, 0.9, keypoints.shape[1])[None, :, None]
+    diagonal = boxes[:, None, :2] + along * boxes[:, None, 2:]
+    keypoints[..., :2] = torch.where(labelled[..., None], keypoints[..., :2], diagonal)
     return {
         "sample_ids": torch.tensor(sample_ids),
         "image_ids": torch.tensor([ann["image_id"] for ann in chosen]),
@@ -220,21 +230,29 @@ def test_missing_ground_truth_file_is_named(tmp_path):
 # --- COCOKeypointAP ------------------------------------------------------------------------
 
 
+def post_processed(metric: COCOKeypointAP, nms: str = "oks") -> People:
+    """The module's pipeline: gathered people -> rescoring + NMS."""
+    return PostProcess(nms=nms).bind(SIGMAS)(metric.people())
+
+
 @pytest.mark.parametrize("nms", ["oks", "soft_oks", "parametric", "none"])
 def test_metric_oracle_scores_one(gt_file, people, nms):
-    metric = COCOKeypointAP(str(gt_file), SIGMAS, PostProcess(nms=nms).bind(SIGMAS))
+    metric = COCOKeypointAP(gt_file, SKELETON)
     metric.update(**metric_inputs(people))
-    stats = metric.compute()
+    kept = post_processed(metric, nms)
+    assert metric.evaluate(kept) == dict.fromkeys(COCO_KEYPOINT_STAT_NAMES, 1.0)
+    assert len(kept) == len(people)
+    stats = metric.compute()  # the plain torchmetrics path: no post-processing, same here
     assert all(isinstance(value, torch.Tensor) and value.ndim == 0 for value in stats.values())
     assert as_floats(stats) == dict.fromkeys(COCO_KEYPOINT_STAT_NAMES, 1.0)
-    assert len(metric.results()) == len(people)
 
 
 def test_metric_equals_evaluating_its_own_results(gt_file, people):
-    metric = COCOKeypointAP(gt_file, SIGMAS)
+    metric = COCOKeypointAP(gt_file, SKELETON)
     metric.update(**noisy_inputs(people, seed=0))
-    stats = as_floats(metric.compute())
-    results = metric.results()
+    kept = post_processed(metric)
+    stats = metric.evaluate(kept)
+    results = coco_results(kept)
     assert {record["category_id"] for record in results} == {1}
     assert all(len(record["keypoints"]) == 3 * len(SIGMAS) for record in results)
     expected = pycocotools_stats(gt_file, results)
@@ -251,37 +269,40 @@ def test_metric_rescores_and_suppresses_duplicates(gt_file, people, nms):
     duplicates["sample_ids"] += len(people)
     duplicates["keypoints"][..., :2] += 0.5
     duplicates["box_scores"] *= 0.5
-    with_nms = COCOKeypointAP(gt_file, SIGMAS, PostProcess(nms=nms).bind(SIGMAS))
-    without_nms = COCOKeypointAP(gt_file, SIGMAS, PostProcess(nms="none").bind(SIGMAS))
-    for metric in (with_nms, without_nms):
-        metric.update(**metric_inputs(people))
-        metric.update(**duplicates)
-    assert with_nms.compute()["AP"].item() == 1.0
-    assert sorted(record["score"] for record in with_nms.results()) == [1.0] * len(people)
-    without_nms.compute()
-    scores = sorted(record["score"] for record in without_nms.results())
-    assert scores == [0.5] * len(people) + [1.0] * len(people)
+    metric = COCOKeypointAP(gt_file, SKELETON)
+    metric.update(**metric_inputs(people))
+    metric.update(**duplicates)
+    with_nms = post_processed(metric, nms)
+    assert metric.evaluate(with_nms)["AP"] == 1.0
+    assert sorted(with_nms.scores.tolist()) == [1.0] * len(people)
+    without_nms = post_processed(metric, "none")
+    assert sorted(without_nms.scores.tolist()) == [0.5] * len(people) + [1.0] * len(people)
 
 
 def test_repeated_samples_are_counted_once(gt_file, people):
-    no_nms = PostProcess(nms="none").bind(SIGMAS)
-    once = COCOKeypointAP(gt_file, SIGMAS, no_nms)
-    twice = COCOKeypointAP(gt_file, SIGMAS, no_nms)
+    once = COCOKeypointAP(gt_file, SKELETON)
+    twice = COCOKeypointAP(gt_file, SKELETON)
     once.update(**noisy_inputs(people, seed=1))
     twice.update(**noisy_inputs(people, seed=1))
     twice.update(**noisy_inputs(people, seed=1))
     assert as_floats(twice.compute()) == as_floats(once.compute())
-    assert twice.results() == once.results()
+    assert_same_people(twice.people(), once.people())
+
+
+def assert_same_people(actual: People, expected: People) -> None:
+    for name, values in expected.as_dict().items():
+        torch.testing.assert_close(getattr(actual, name), values, rtol=0, atol=0)
 
 
 def test_split_batches_equal_one_update(gt_file, people):
     inputs = noisy_inputs(people, seed=2)
-    whole = COCOKeypointAP(gt_file, SIGMAS)
+    whole = COCOKeypointAP(gt_file, SKELETON)
     whole.update(**inputs)
-    batched = COCOKeypointAP(gt_file, SIGMAS)
+    batched = COCOKeypointAP(gt_file, SKELETON)
     for batch in torch.arange(len(people)).flip(0).split(5):  # reversed order too
         batched.update(**{name: values[batch] for name, values in inputs.items()})
     assert as_floats(batched.compute()) == as_floats(whole.compute())
+    assert_same_people(batched.people(), whole.people())
 
 
 def test_gathering_padded_ranks_counts_each_sample_once(gt_file, people):
@@ -291,69 +312,70 @@ def test_gathering_padded_ranks_counts_each_sample_once(gt_file, people):
     world_size = 5
     padded_length = -(-len(people) // world_size) * world_size
     padded = (list(range(len(people))) * 2)[:padded_length]
-    ranks = [COCOKeypointAP(gt_file, SIGMAS) for _ in range(world_size)]
+    ranks = [COCOKeypointAP(gt_file, SKELETON) for _ in range(world_size)]
     for rank, metric in enumerate(ranks):
         samples = padded[rank::world_size]
         metric.update(**{name: values[samples] for name, values in inputs.items()})
-    other_ranks_states = iter(
-        [
-            [torch.cat(getattr(metric, name)) for metric in ranks[1:]]
-            for name in ranks[0].metric_state
-        ]
-    )
+
+    def other_ranks_states():
+        return iter(
+            [
+                [torch.cat(getattr(metric, name)) for metric in ranks[1:]]
+                for name in ranks[0].metric_state
+            ]
+        )
+
+    states = other_ranks_states()
 
     def gather_all_ranks(tensor: torch.Tensor, group=None) -> list[torch.Tensor]:
-        return [tensor, *next(other_ranks_states)]
+        return [tensor, *next(states)]
 
     rank_zero = ranks[0]
     rank_zero.dist_sync_fn = gather_all_ranks
     rank_zero.distributed_available_fn = lambda: True
-    single_process = COCOKeypointAP(gt_file, SIGMAS)
+    single_process = COCOKeypointAP(gt_file, SKELETON)
     single_process.update(**inputs)
+    assert_same_people(rank_zero.people(), single_process.people())
+    assert len(rank_zero.sample_ids) == 1  # local state restored after the gathered people()
+    states = other_ranks_states()
     assert as_floats(rank_zero.compute()) == as_floats(single_process.compute())
-    assert rank_zero.results() == single_process.results()
-    assert len(rank_zero.sample_ids) == 1  # local state restored after the gathered compute
 
 
-def test_results_follow_the_last_compute(gt_file, people, monkeypatch):
+def test_ground_truth_is_read_once_per_metric(gt_file, people, monkeypatch):
     loads = []
     real_load = coco_module.load_coco_ground_truth
     monkeypatch.setattr(
         coco_module, "load_coco_ground_truth", lambda path: loads.append(path) or real_load(path)
     )
-    metric = COCOKeypointAP(gt_file, SIGMAS)
+    metric = COCOKeypointAP(gt_file, SKELETON)
     metric.update(**metric_inputs(people, sample_ids=[0, 1, 2]))
-    with pytest.raises(RuntimeError, match="compute"):
-        metric.results()
-    first = metric.compute()
-    assert len(metric.results()) == 3
-    assert as_floats(metric.compute()) == as_floats(first)  # cached: results stay valid
-    metric.results()[0]["keypoints"][0] = -1.0  # a copy: the metric's list is unchanged
-    assert metric.results()[0]["keypoints"][0] != -1.0
-
-    metric.update(**metric_inputs(people, sample_ids=[3]))
-    with pytest.raises(RuntimeError, match="compute"):
-        metric.results()  # stale until the next compute
-    metric.compute()
-    assert len(metric.results()) == 4
+    first = metric.evaluate(metric.people())
     metric.reset()
-    with pytest.raises(RuntimeError, match="compute"):
-        metric.results()
-    assert len(loads) == 1  # the ground truth is read once per metric
+    metric.update(**metric_inputs(people, sample_ids=[0, 1, 2]))
+    assert metric.evaluate(metric.people()) == first
+    assert len(metric.reports(metric.people())) == 2
+    assert len(loads) == 1
 
 
 def test_compute_without_updates_gives_zeros(gt_file):
-    metric = COCOKeypointAP(gt_file, SIGMAS)
+    metric = COCOKeypointAP(gt_file, SKELETON)
     with pytest.warns(UserWarning, match="before the ``update``"):
         stats = metric.compute()
     assert as_floats(stats) == dict.fromkeys(COCO_KEYPOINT_STAT_NAMES, 0.0)
-    assert metric.results() == []
+    assert len(metric.people()) == 0
 
 
 def test_update_rejects_wrong_shapes(gt_file, people):
-    metric = COCOKeypointAP(gt_file, SIGMAS)
+    metric = COCOKeypointAP(gt_file, SKELETON)
     inputs = metric_inputs(people)
-    with pytest.raises(ValueError, match=r"keypoints must have shape \(12, 17, 3\)"):
+    count = len(people)
+    with pytest.raises(ValueError, match=rf"keypoints must have shape \({count}, 17, 3\)"):
         metric.update(**{**inputs, "keypoints": inputs["keypoints"][:, :16]})
-    with pytest.raises(ValueError, match=r"areas must have shape \(12,\)"):
+    with pytest.raises(ValueError, match=rf"areas must have shape \({count},\)"):
         metric.update(**{**inputs, "areas": inputs["areas"][:3]})
+
+
+def test_primary_value_must_be_one_of_the_metric_values(gt_file):
+    assert COCOKeypointAP(gt_file, SKELETON, primary="AP50").primary == "AP50"
+    with pytest.raises(ValueError, match=r"metric.primary='PCKh' is not one of .*AP50"):
+        COCOKeypointAP(gt_file, SKELETON, primary="PCKh")

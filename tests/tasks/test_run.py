@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from learning_runs import CPN_R50, learning_curve, learning_data
 
 from posesuite.paths import REPO_ROOT
 
@@ -258,33 +258,6 @@ def test_multirun_sweep_with_ddp_runs_each_job_once(data_root, tmp_path):
 
 
 # --- learning: the default recipe learns, and CPN keeps up with it on the same budget ----------
-LEARNING_STEPS = 300
-
-
-def learning_data(root: Path) -> list[str]:
-    """Fresh synthetic images (not the tiny set), validated halfway and at the end."""
-    return [
-        f"data.root={root}",
-        "data.dataset.num_train_images=1200",
-        "data.dataset.num_val_images=40",
-        "data.num_workers=1",
-        "callbacks=none",
-        f"+trainer.max_steps={LEARNING_STEPS}",
-        "trainer.max_epochs=-1",
-        "trainer.check_val_every_n_epoch=null",
-        f"+trainer.val_check_interval={LEARNING_STEPS // 2}",
-    ]
-
-
-def learning_curve(run_dir: Path) -> tuple[list[float], list[float]]:
-    """(training losses as logged, validation APs in order) from the run's csv log."""
-    with (run_dir / "csv" / "metrics.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    losses = [float(row["train/loss"]) for row in rows if row["train/loss"]]
-    aps = [float(row["val/AP"]) for row in rows if row["val/AP"]]
-    return losses, aps
-
-
 @pytest.fixture(scope="module")
 def learning_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("learning_data")
@@ -316,14 +289,7 @@ def test_cpn_r50_keeps_up_with_the_baseline_on_the_same_budget(
     same images, steps, batch and schedule shape (CPN at its config's rate, 2e-3). Measured: AP
     0.109 -> 0.169 against the baseline's 0.172 -> 0.291 (a ResNet-50 from random weights starts
     slower; at 600 steps CPN-R18 reaches 0.23-0.30 against 0.363: experiments/cpn/README.md)."""
-    run(
-        [
-            *learning_data(learning_root),
-            "experiment=cpn_res18_synthetic-128x96",
-            "model.module.network.backbone.name=resnet50",
-        ],
-        tmp_path,
-    )
+    run([*learning_data(learning_root), *CPN_R50], tmp_path)
     _, cpn_aps = learning_curve(tmp_path)
     _, baseline_aps = baseline_learning
     assert cpn_aps[1] > cpn_aps[0] and cpn_aps[1] > 0.5 * baseline_aps[1], (cpn_aps, baseline_aps)

@@ -9,12 +9,14 @@ shift is needed after flipping back.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 REFINEMENTS = ("dark", "shift", "second_max", "none")
+OUT_OF_CROP_RULES = ("drop", "overlap")
 
 
 class HeatmapCodec:
@@ -30,6 +32,9 @@ class HeatmapCodec:
             ``second_max`` (0.25 px along the unit vector toward the map's second highest pixel,
             CPN's test code) or ``none``.
         blur_kernel: odd size of the Gaussian smoothing used by ``dark`` (1: none).
+        out_of_crop: which labelled joints that fall outside the crop are trained: ``drop``
+            (weight 0, the default) or ``overlap`` (kept while their Gaussian reaches the map
+            within 3 sigma, as mmpose does); see `target_weight`.
 
     Decoding at the border. Smoothing pads with zeros, as DARK's and CPN's reference code do,
     not by replication (which raises the outside of the map to its edge value and pulls a peak
@@ -53,7 +58,10 @@ class HeatmapCodec:
         sigma: float = 2.0,
         refine: str = "dark",
         blur_kernel: int = 11,
+        out_of_crop: str = "drop",
     ) -> None:
+        if out_of_crop not in OUT_OF_CROP_RULES:
+            raise ValueError(f"out_of_crop must be one of {OUT_OF_CROP_RULES}, got {out_of_crop!r}")
         if refine not in REFINEMENTS:
             raise ValueError(f"refine must be one of {REFINEMENTS}, got {refine!r}")
         if blur_kernel % 2 != 1:
@@ -67,6 +75,7 @@ class HeatmapCodec:
         self.sigma = sigma
         self.refine = refine
         self.blur_kernel = blur_kernel
+        self.out_of_crop = out_of_crop
 
     # --- coordinates -------------------------------------------------------------------------
     def crop_to_heatmap(self, points: torch.Tensor) -> torch.Tensor:
@@ -92,16 +101,46 @@ class HeatmapCodec:
         gy = torch.exp(-((ys - centers[..., 1:]) ** 2) / (2 * sigma**2))
         return gy.unsqueeze(-1) * gx.unsqueeze(-2)
 
-    def encode(
-        self, keypoints: torch.Tensor, keypoint_weight: torch.Tensor
+    def encode_keypoints(
+        self,
+        keypoints: torch.Tensor,
+        keypoint_weight: torch.Tensor,
+        visibility: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Training targets for a batch: ``heatmaps`` (B, K, h, w) and ``target_weight`` (B, K)."""
-        heatmaps = self.gaussian_heatmaps(keypoints)
-        weight = keypoint_weight.float()
-        return {"heatmaps": heatmaps * weight[..., None, None], "target_weight": weight}
+        """Targets from (B, K, 2) crop-space keypoints: ``heatmaps`` (B, K, h, w),
+        ``target_weight`` (B, K) and, when given, the ``visibility`` flags (B, K) for losses that
+        treat occluded joints apart."""
+        weight = self.target_weight(keypoints, keypoint_weight, visibility)
+        targets = {
+            "heatmaps": self.gaussian_heatmaps(keypoints) * weight[..., None, None],
+            "target_weight": weight,
+        }
+        if visibility is not None:
+            targets["visibility"] = visibility
+        return targets
+
+    def target_weight(
+        self,
+        keypoints: torch.Tensor,
+        keypoint_weight: torch.Tensor,
+        visibility: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Which joints are trained (B, K), by ``out_of_crop``: ``drop`` keeps the data's weight
+        (labelled joints inside the crop); ``overlap`` keeps every labelled joint whose Gaussian
+        reaches the map within 3 sigma, as mmpose does, so a joint just outside the crop still
+        pulls its edge of the map up."""
+        if self.out_of_crop == "drop":
+            return keypoint_weight.float()
+        if visibility is None:
+            raise ValueError("out_of_crop='overlap' needs the visibility flags of the batch")
+        centers = self.crop_to_heatmap(keypoints.float())
+        reach = 3 * self.sigma
+        upper = centers.new_tensor(self.heatmap_size) - 1 + reach
+        overlaps = ((centers >= -reach) & (centers <= upper)).all(-1)
+        return ((visibility > 0) & overlaps).float()
 
     # --- decoding ----------------------------------------------------------------------------
-    def decode(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode_heatmaps(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, K, h, w) -> crop-space keypoints (B, K, 2) and scores (B, K) (heatmap maxima)."""
         heatmaps = heatmaps.float()
         scores, index = heatmaps.flatten(-2).max(dim=-1)
@@ -193,6 +232,47 @@ class HeatmapCodec:
         """Heatmaps predicted on a mirrored crop -> heatmaps of the original crop."""
         index = torch.as_tensor(flip_index, device=heatmaps.device, dtype=torch.long)
         return heatmaps.flip(-1).index_select(1, index)
+
+    # --- the codec protocol (posesuite.codecs.base.KeypointCodec) -----------------------------
+    def encode(
+        self, batch: Mapping[str, Any], outputs: Mapping[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        self.check_heatmaps(outputs["heatmaps"])
+        return self.encode_keypoints(
+            batch["keypoints"], batch["keypoint_weight"], batch.get("visibility")
+        )
+
+    def decode(
+        self, outputs: Mapping[str, torch.Tensor], batch: Mapping[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self.check_heatmaps(outputs["heatmaps"])
+        return self.decode_heatmaps(outputs["heatmaps"])
+
+    def flip_test(
+        self,
+        outputs: Mapping[str, torch.Tensor],
+        flipped_outputs: Mapping[str, torch.Tensor],
+        batch: Mapping[str, Any],
+        flip_index: Sequence[int],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decodes the average of the heatmaps and the mirrored crop's heatmaps flipped back
+        (exact in posesuite's geometry: no one-pixel shift)."""
+        heatmaps = outputs["heatmaps"].float()
+        self.check_heatmaps(heatmaps)
+        flipped = self.flip_back(flipped_outputs["heatmaps"].float(), flip_index)
+        return self.decode_heatmaps(0.5 * (heatmaps + flipped))
+
+    def check_heatmaps(self, heatmaps: torch.Tensor) -> None:
+        """The network's maps must have the codec's size, or targets and decoding would not
+        line up with them (e.g. an input side that is not a multiple of the backbone stride)."""
+        width, height = self.heatmap_size
+        if tuple(heatmaps.shape[-2:]) != (height, width):
+            raise ValueError(
+                f"the network outputs {heatmaps.shape[-1]}x{heatmaps.shape[-2]} (W x H) heatmaps "
+                f"for {self.input_size} inputs, but model.heatmap_size is "
+                f"[{width}, {height}]: make model.input_size a multiple of the backbone's stride "
+                "or set model.heatmap_size to what the network gives"
+            )
 
 
 def _gather_2d(maps: torch.Tensor):

@@ -52,6 +52,7 @@ class MultiSigmaHeatmapCodec(HeatmapCodec):
         refine: str = "shift",
         blur_kernel: int = 11,
         peak_blur_kernel: int = 1,
+        out_of_crop: str = "drop",
     ) -> None:
         for size in (*global_kernel_sizes, kernel_size, peak_blur_kernel):
             if size < 1 or size % 2 != 1:
@@ -62,14 +63,18 @@ class MultiSigmaHeatmapCodec(HeatmapCodec):
             sigma=kernel_sigma(kernel_size),
             refine=refine,
             blur_kernel=blur_kernel,
+            out_of_crop=out_of_crop,
         )
         self.global_sigmas = [kernel_sigma(size) for size in global_kernel_sizes]
         self.peak_blur_kernel = peak_blur_kernel
 
-    def encode(
-        self, keypoints: torch.Tensor, keypoint_weight: torch.Tensor
+    def encode_keypoints(
+        self,
+        keypoints: torch.Tensor,
+        keypoint_weight: torch.Tensor,
+        visibility: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        targets = super().encode(keypoints, keypoint_weight)
+        targets = super().encode_keypoints(keypoints, keypoint_weight, visibility)
         mask = targets["target_weight"][..., None, None]
         targets["global_heatmaps"] = torch.stack(
             [self.gaussian_heatmaps(keypoints, sigma) * mask for sigma in self.global_sigmas],
@@ -77,9 +82,9 @@ class MultiSigmaHeatmapCodec(HeatmapCodec):
         )
         return targets
 
-    def decode(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def decode_heatmaps(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.peak_blur_kernel == 1:
-            return super().decode(heatmaps)
+            return super().decode_heatmaps(heatmaps)
         heatmaps = heatmaps.float()
         smoothed, index, radius = fitting_peak_blur(heatmaps, self.peak_blur_kernel)
         points = self._refine_peaks(smoothed, index, blurred_radius=radius)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
+import torch
 
 
 def box_to_center_scale(
@@ -86,6 +87,15 @@ def invert_affine(matrix: np.ndarray) -> np.ndarray:
 def apply_affine(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
     """Map (..., 2) points through a 2x3 matrix."""
     return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+def crop_to_image_points(points: torch.Tensor, affine: torch.Tensor) -> torch.Tensor:
+    """(B, K, 2) crop points -> image points through the exact inverse of the (B, 2, 3) image ->
+    crop affines, on the device; computed in float64, returned in the points' dtype."""
+    linear, shift = affine[..., :2].double(), affine[..., 2:].double()
+    inverse = torch.linalg.inv(linear)
+    image_points = (points.double() - shift.transpose(-1, -2)) @ inverse.transpose(-1, -2)
+    return image_points.to(points.dtype)
 
 
 def warp_image(image: np.ndarray, matrix: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:

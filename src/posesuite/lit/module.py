@@ -13,9 +13,10 @@ import lightning as L
 import torch
 from torch import nn
 
-from posesuite.codecs.heatmap import HeatmapCodec
-from posesuite.metrics.coco import COCOKeypointAP
-from posesuite.postprocess.pipeline import People, PostProcess
+from posesuite.codecs.base import KeypointCodec
+from posesuite.data.geometry import crop_to_image_points
+from posesuite.metrics.base import Evaluation, PoseMetric
+from posesuite.postprocess.pipeline import PostProcess
 from posesuite.skeleton import Skeleton
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -26,12 +27,13 @@ class PoseEstimationModule(L.LightningModule):
     def __init__(
         self,
         network: nn.Module,
-        codec: HeatmapCodec,
+        codec: KeypointCodec,
         loss: nn.Module,
         skeleton: Skeleton | Mapping[str, Any],
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
         postprocess: PostProcess | None = None,
+        metric: Callable[..., PoseMetric] | None = None,
         flip_test: bool = True,
         channels_last: bool = False,
         image_mean: Sequence[float] = IMAGENET_MEAN,
@@ -45,6 +47,8 @@ class PoseEstimationModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.postprocess = postprocess or PostProcess()
+        self.person_filter = self.postprocess.bind(self.skeleton.sigmas.tolist(), self.skeleton)
+        self.metric_factory = metric
         self.flip_test = flip_test
         self.channels_last = channels_last
         self.register_buffer(
@@ -53,10 +57,8 @@ class PoseEstimationModule(L.LightningModule):
         self.register_buffer(
             "image_std", torch.tensor(image_std).view(1, 3, 1, 1) * 255, persistent=False
         )
-        self.val_metric: COCOKeypointAP | None = None
-        self.last_predictions: list[dict[str, Any]] = []
-        self.last_metrics: dict[str, float] = {}
-        self.last_people: People | None = None  # the last evaluation's raw (pre-NMS) poses
+        self.val_metric: PoseMetric | None = None
+        self.last_evaluation: Evaluation | None = None
         if channels_last:
             self.network.to(memory_format=torch.channels_last)
 
@@ -64,12 +66,13 @@ class PoseEstimationModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule
         # Evaluation needs the ground-truth file; training alone (plain loaders) does not.
-        if self.val_metric is None and hasattr(datamodule, "val_annotations"):
-            sigmas = self.skeleton.sigmas.tolist()
-            self.val_metric = COCOKeypointAP(
-                ann_file=str(datamodule.val_annotations),
-                sigmas=sigmas,
-                postprocess=self.postprocess.bind(sigmas, self.skeleton),
+        if (
+            self.val_metric is None
+            and self.metric_factory
+            and hasattr(datamodule, "val_annotations")
+        ):
+            self.val_metric = self.metric_factory(
+                ground_truth=datamodule.val_annotations, skeleton=self.skeleton
             )
 
     def configure_optimizers(self) -> dict[str, Any]:
@@ -93,37 +96,26 @@ class PoseEstimationModule(L.LightningModule):
         )
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        outputs = self.network(self.normalize(images))
-        self.check_heatmap_size(outputs["heatmaps"])
-        return outputs
+        """uint8 crops -> the network's named outputs."""
+        return self.network(self.normalize(images))
 
-    def check_heatmap_size(self, heatmaps: torch.Tensor) -> None:
-        """The network's maps must have the codec's size, or targets and decoding would not
-        line up with them (e.g. an input side that is not a multiple of the backbone stride)."""
-        width, height = self.codec.heatmap_size
-        if tuple(heatmaps.shape[-2:]) != (height, width):
-            raise ValueError(
-                f"the network outputs {heatmaps.shape[-1]}x{heatmaps.shape[-2]} (W x H) heatmaps "
-                f"for {tuple(self.codec.input_size)} inputs, but model.heatmap_size is "
-                f"[{width}, {height}]: make model.input_size a multiple of the backbone's stride "
-                "or set model.heatmap_size to what the network gives"
-            )
+    def predict_crop_keypoints(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Crop-space keypoints (B, K, 2) and scores (B, K); with ``flip_test`` the codec merges
+        the mirrored crop's outputs in its own way."""
+        images = batch["image"]
+        outputs = self(images)
+        flipped = self(images.flip(-1)) if self.flip_test else None
+        # Decoding is exact arithmetic on the maps: never in the bf16 of mixed precision.
+        with torch.autocast(images.device.type, enabled=False):
+            if flipped is None:
+                return self.codec.decode(outputs, batch)
+            return self.codec.flip_test(outputs, flipped, batch, self.skeleton.flip_index)
 
-    def predict_heatmaps(self, images: torch.Tensor) -> torch.Tensor:
-        """Heatmaps of the crop, averaged with those of the mirrored crop when flip_test is on."""
-        inputs = self.normalize(images)
-        heatmaps = self.network(inputs)["heatmaps"].float()
-        self.check_heatmap_size(heatmaps)
-        if self.flip_test:
-            flipped = self.network(inputs.flip(-1))["heatmaps"].float()
-            heatmaps = 0.5 * (heatmaps + self.codec.flip_back(flipped, self.skeleton.flip_index))
-        return heatmaps
-
-    def predict_poses(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def predict_poses(self, batch: Mapping[str, Any]) -> torch.Tensor:
         """(B, K, 3) poses [x, y, score] in image pixels."""
-        keypoints, scores = self.codec.decode(self.predict_heatmaps(batch["image"]))
-        image_points = apply_inverse_affine(keypoints, batch["affine"].float())
-        return torch.cat([image_points, scores.unsqueeze(-1)], dim=-1)
+        keypoints, scores = self.predict_crop_keypoints(batch)
+        image_points = crop_to_image_points(keypoints.float(), batch["affine"])
+        return torch.cat([image_points, scores.float().unsqueeze(-1)], dim=-1)
 
     # --- steps -------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
@@ -137,7 +129,7 @@ class PoseEstimationModule(L.LightningModule):
         if "image" not in batch:
             return None  # every image of this batch failed to decode (reported by the dataset)
         outputs = self(batch["image"])
-        targets = self.codec.encode(batch["keypoints"], batch["keypoint_weight"])
+        targets = self.codec.encode(batch, outputs)
         losses = self.loss(outputs, targets)
         batch_size = batch["image"].shape[0]
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=batch_size)
@@ -149,8 +141,9 @@ class PoseEstimationModule(L.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         if self.val_metric is None:
             raise RuntimeError(
-                "validation needs a datamodule with a COCO ground-truth file (val_annotations), "
-                "such as posesuite.data.datamodule.PoseDataModule"
+                "validation needs model.module.metric (conf/metric/) and a datamodule with a "
+                "ground-truth file (val_annotations), such as "
+                "posesuite.data.datamodule.PoseDataModule"
             )
         if "image" not in batch:
             return
@@ -165,25 +158,14 @@ class PoseEstimationModule(L.LightningModule):
         )
 
     def on_validation_epoch_end(self) -> None:
-        metrics = self.val_metric.compute()
-        self.last_predictions = self.val_metric.results()
-        self.last_people = self.val_metric.people()
-        self.last_metrics = {k: float(v) for k, v in metrics.items()}
+        """Gather (every rank), post-process, evaluate; every rank gets the same values."""
+        raw = self.val_metric.people()
+        kept = self.person_filter(raw)
+        values = self.val_metric.evaluate(kept)
+        self.last_evaluation = Evaluation(raw=raw, kept=kept, values=values, metric=self.val_metric)
         self.val_metric.reset()
-        # Already gathered across processes by the metric: no further sync.
-        for name, value in self.last_metrics.items():
-            self.log(f"val/{name}", value, prog_bar=name == "AP", sync_dist=False)
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self.validation_step(batch, batch_idx)
-
-    def on_test_epoch_end(self) -> None:
-        self.on_validation_epoch_end()
-
-
-def apply_inverse_affine(points: torch.Tensor, affine: torch.Tensor) -> torch.Tensor:
-    """(B, K, 2) crop points -> image points, through the exact inverse of the (B, 2, 3) affines."""
-    linear, shift = affine[..., :2], affine[..., 2:]
-    inverse = torch.linalg.inv(linear.double())
-    image_points = (points.double() - shift.transpose(-1, -2).double()) @ inverse.transpose(-1, -2)
-    return image_points.to(points.dtype)
+        # Already gathered across processes: no further sync.
+        for name, value in values.items():
+            self.log(
+                f"val/{name}", value, prog_bar=name == self.val_metric.primary, sync_dist=False
+            )

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from posesuite.metrics.predictions import People
 from posesuite.postprocess.oks_nms import oks_nms, soft_oks_nms
 from posesuite.postprocess.pose_nms import CONFIG_KEY as POSE_NMS_KEY
 from posesuite.postprocess.pose_nms import (
@@ -33,51 +34,6 @@ from posesuite.postprocess.rescoring import rescore
 from posesuite.skeleton import Skeleton
 
 NMS_METHODS = ("oks", "soft_oks", "parametric", "none")
-
-
-@dataclass(frozen=True)
-class People:
-    """A table of N person predictions, image-space.
-
-    ``scores`` are box (detector) scores going into a `PersonFilter` and person scores coming
-    out of it.
-    """
-
-    image_ids: torch.Tensor  # (N,) int64
-    keypoints: torch.Tensor  # (N, K, 3) x, y, keypoint score
-    scores: torch.Tensor  # (N,)
-    areas: torch.Tensor  # (N,) OKS-NMS scale (crop width x height)
-    boxes: torch.Tensor  # (N, 4) x1, y1, x2, y2 of the box each crop was made from
-
-    def __len__(self) -> int:
-        return int(self.image_ids.shape[0])
-
-    def select(self, index: torch.Tensor) -> People:
-        return People(
-            self.image_ids[index],
-            self.keypoints[index],
-            self.scores[index],
-            self.areas[index],
-            self.boxes[index],
-        )
-
-    def to(self, dtype: torch.dtype) -> People:
-        """Floating tables in ``dtype`` (NMS and merging are run in float64 for exactness)."""
-        return People(
-            self.image_ids.long(),
-            self.keypoints.to(dtype),
-            self.scores.to(dtype),
-            self.areas.to(dtype),
-            self.boxes.to(dtype),
-        )
-
-    def as_dict(self) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
-
-    @classmethod
-    def concatenate(cls, tables: Sequence[People]) -> People:
-        names = cls.__dataclass_fields__
-        return cls(**{name: torch.cat([getattr(t, name) for t in tables]) for name in names})
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,14 @@
-"""Pieces shared by the tasks: building objects from config, the trainer, writing run outputs,
-and the DDP hygiene that keeps multi-process runs and sweeps sound."""
+"""Pieces shared by the tasks: building objects from config, the trainer and its session, and
+the DDP hygiene that keeps multi-process runs and sweeps sound."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +19,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, read_write
 
 from posesuite.data.datamodule import PoseDataModule
+from posesuite.lit.callbacks import RunOutputs
 from posesuite.lit.module import PoseEstimationModule
-from posesuite.metrics.per_keypoint import (
-    format_people_table,
-    format_table,
-    per_keypoint_oks,
-    per_person_oks,
-)
-from posesuite.postprocess.pipeline import People
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +33,15 @@ def build_module(cfg: DictConfig) -> PoseEstimationModule:
     return hydra.utils.instantiate(cfg.model.module, _convert_="partial")
 
 
-def build_trainer(cfg: DictConfig, with_loggers: bool = True) -> L.Trainer:
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    """The configured trainer, with `RunOutputs` always among its callbacks (every run writes
+    its metrics.json and predictions)."""
     # DistributedSampler pads the last batch with repeated samples; our metrics de-duplicate on
     # sample_id, so Lightning's advice to validate on one device does not apply.
     warnings.filterwarnings("ignore", message=r".*DistributedSampler.*replicates some samples")
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    loggers = (
-        [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-        if with_loggers
-        else False
-    )
+    callbacks.append(RunOutputs(output_dir(cfg)))
+    loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
     return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
 
 
@@ -59,80 +51,30 @@ def output_dir(cfg: DictConfig) -> Path:
     return path
 
 
-def write_run_outputs(
-    trainer: L.Trainer,
-    module: PoseEstimationModule,
-    datamodule: PoseDataModule,
-    out_dir: Path,
-    checkpoint: str,
-) -> dict[str, Any]:
-    """metrics.json (the last evaluation's stats and what was evaluated), the COCO results file
-    of that evaluation, per_keypoint.json (per-joint OKS terms, visible and occluded apart),
-    per_person.json (people's OKS by size and share of occluded joints), and
-    the raw (pre-NMS) predictions in ``RAW_PREDICTIONS``, which ``task=postprocess`` re-scores
-    without the network; rank 0 writes."""
-    metrics = {
-        **module.last_metrics,
-        "checkpoint": checkpoint,
-        "box_source": datamodule.box_source,
-        "val_annotations": str(datamodule.val_annotations),
-        "val_images": str(datamodule.val_split.images),
-    }
-    if trainer.is_global_zero:
-        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        (out_dir / "predictions_val.json").write_text(json.dumps(module.last_predictions))
-        if module.last_people is not None:
-            save_raw_predictions(out_dir / RAW_PREDICTIONS, module.last_people, metrics)
-        ground_truth = module.val_metric.ground_truth()  # already read by the evaluation
-        sigmas = module.skeleton.sigmas.tolist()
-        predictions = module.last_predictions
-        joints = per_keypoint_oks(ground_truth, predictions, sigmas, module.skeleton.keypoints)
-        people = per_person_oks(ground_truth, predictions, sigmas)
-        (out_dir / "per_keypoint.json").write_text(json.dumps(joints, indent=2) + "\n")
-        (out_dir / "per_person.json").write_text(json.dumps(people, indent=2) + "\n")
-        log.info("per-joint OKS terms (vis: v=2, occl: v=1):\n%s", format_table(joints))
-        log.info(
-            "OKS per person by size and share of occluded joints:\n%s", format_people_table(people)
-        )
-        log.info("metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in module.last_metrics.items()))
-        log.info(
-            "wrote metrics.json, predictions_val.json, per_keypoint.json and per_person.json in %s",
-            out_dir,
-        )
-    return metrics
+@contextlib.contextmanager
+def trainer_session(cfg: DictConfig) -> Iterator[L.Trainer]:
+    """Set-up and clean-up around a task's trainer, also when the task fails: the DDP launch
+    made safe for sweeps, loggers finished, the process group destroyed."""
+    trainer = None
+    try:
+        trainer = build_trainer(cfg)
+        with ddp_safe_launch():
+            yield trainer
+    finally:
+        finish_loggers(trainer)
+        teardown_distributed()
 
 
-RAW_PREDICTIONS = "raw_predictions_val.pt"
-
-
-def save_raw_predictions(path: Path, people: People, metrics: dict[str, Any]) -> None:
-    """The network's image-space poses before post-processing, with what they were made from."""
-    provenance = {k: metrics[k] for k in ("checkpoint", "box_source", "val_annotations")}
-    torch.save({"people": people.as_dict(), **provenance}, path)
-
-
-def load_raw_predictions(path: str | Path) -> tuple[People, dict[str, Any]]:
-    file = Path(path)
-    if file.is_dir():
-        file = file / RAW_PREDICTIONS
-    if not file.is_file():
-        raise FileNotFoundError(
-            f"raw_predictions: no such file {file} (task=eval and task=train write "
-            f"{RAW_PREDICTIONS} into their run folder)"
-        )
-    content = torch.load(file, map_location="cpu", weights_only=True)
-    return People(**content.pop("people")), content
-
-
-def optimized_value(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
-    """The value of ``cfg.optimized_metric`` (e.g. ``val/AP``) for Hydra sweepers."""
+def optimized_value(cfg: DictConfig, metrics: Mapping[str, Any]) -> float | None:
+    """The value of ``cfg.optimized_metric`` (e.g. ``val/AP``) for Hydra sweepers, from
+    ``trainer.callback_metrics`` (``val/AP``) or a metrics.json dict (``AP``)."""
     name = cfg.get("optimized_metric")
     if not name:
         return None
-    key = name.split("/", 1)[-1]
-    if key not in metrics:
-        raise KeyError(f"optimized_metric={name!r} not among the run's metrics: {sorted(metrics)}")
-    return float(metrics[key])
+    for key in (name, name.split("/", 1)[-1]):
+        if key in metrics:
+            return float(metrics[key])
+    raise KeyError(f"optimized_metric={name!r} not among the run's metrics: {sorted(metrics)}")
 
 
 # Variables Lightning's DDP launcher exports into the launching process.

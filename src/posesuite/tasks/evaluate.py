@@ -10,13 +10,8 @@ from omegaconf import DictConfig
 from posesuite.tasks.common import (
     build_datamodule,
     build_module,
-    build_trainer,
-    ddp_safe_launch,
-    finish_loggers,
     optimized_value,
-    output_dir,
-    teardown_distributed,
-    write_run_outputs,
+    trainer_session,
 )
 
 log = logging.getLogger(__name__)
@@ -28,16 +23,8 @@ def evaluate(cfg: DictConfig) -> float | None:
         raise FileNotFoundError(f"ckpt_path: no such checkpoint file {ckpt_path}")
     if not ckpt_path:
         log.warning("task=eval without ckpt_path: evaluating randomly initialised weights")
-    out_dir = output_dir(cfg)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg)
-    trainer = None
-    try:
-        trainer = build_trainer(cfg)
-        with ddp_safe_launch():
-            trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
-        metrics = write_run_outputs(trainer, module, datamodule, out_dir, ckpt_path or "")
-    finally:
-        finish_loggers(trainer)
-        teardown_distributed()
-    return optimized_value(cfg, metrics)
+    with trainer_session(cfg) as trainer:
+        trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+        return optimized_value(cfg, trainer.callback_metrics)

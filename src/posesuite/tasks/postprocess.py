@@ -1,9 +1,9 @@
-"""task=postprocess: re-run post-processing and COCO evaluation on cached raw predictions.
+"""task=postprocess: re-run post-processing and evaluation on cached raw predictions.
 
 ``task=eval`` and ``task=train`` save the network's image-space poses before NMS
 (``raw_predictions_val.pt`` in their run folder). This task applies ``model.postprocess`` to
-them and evaluates, without the network or the images, so a sweep over NMS parameters costs
-NMS + COCOeval per trial::
+them and evaluates with the configured metric, without the network or the images, so a sweep
+over NMS parameters costs NMS + evaluation per trial::
 
     python run.py task=postprocess raw_predictions=logs/eval/runs/<run> \
         model.postprocess.nms=parametric
@@ -18,11 +18,11 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
-from posesuite.metrics.coco import coco_results
-from posesuite.metrics.coco_eval import evaluate_coco_keypoints
+from posesuite.lit.callbacks import load_raw_predictions
+from posesuite.metrics.predictions import coco_results
 from posesuite.postprocess.pipeline import PostProcess
 from posesuite.skeleton import Skeleton
-from posesuite.tasks.common import load_raw_predictions, optimized_value, output_dir
+from posesuite.tasks.common import optimized_value, output_dir
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +42,14 @@ def postprocess(cfg: DictConfig) -> float | None:
             f"skeleton={skeleton.name} has {skeleton.num_keypoints}"
         )
     config: PostProcess = hydra.utils.instantiate(cfg.model.postprocess)
-    person_filter = config.bind(skeleton.sigmas.tolist(), skeleton)
-    results = coco_results(person_filter(people))
-    stats = evaluate_coco_keypoints(provenance["val_annotations"], results, person_filter.sigmas)
+    kept = config.bind(skeleton.sigmas.tolist(), skeleton)(people)
+    metric = hydra.utils.instantiate(cfg.metric)(
+        ground_truth=provenance["val_annotations"], skeleton=skeleton
+    )
+    stats = metric.evaluate(kept)
     out_dir = output_dir(cfg)
     metrics = {**stats, **provenance, "raw_predictions": str(source), "nms": config.nms}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (out_dir / "predictions_val.json").write_text(json.dumps(results))
+    (out_dir / "predictions_val.json").write_text(json.dumps(coco_results(kept)))
     log.info("metrics: %s", ", ".join(f"{k}={v:.4f}" for k, v in stats.items()))
     return optimized_value(cfg, metrics)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
@@ -11,40 +9,25 @@ from posesuite.config import print_config_tree
 from posesuite.tasks.common import (
     build_datamodule,
     build_module,
-    build_trainer,
-    ddp_safe_launch,
-    finish_loggers,
     optimized_value,
-    output_dir,
-    teardown_distributed,
-    write_run_outputs,
+    trainer_session,
 )
-
-log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> float | None:
     """Returns ``cfg.optimized_metric`` of the final evaluation, for Hydra sweepers."""
     L.seed_everything(cfg.seed, workers=True)
-    out_dir = output_dir(cfg)
     datamodule = build_datamodule(cfg)
     module = build_module(cfg)
-    trainer = None
-    try:
-        trainer = build_trainer(cfg)
+    with trainer_session(cfg) as trainer:
         if trainer.is_global_zero and cfg.get("print_config"):
             print_config_tree(cfg)
         for logger in trainer.loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        with ddp_safe_launch():
-            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-            best = best_checkpoint(trainer)
-            trainer.validate(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
-        metrics = write_run_outputs(trainer, module, datamodule, out_dir, best)
-    finally:
-        finish_loggers(trainer)
-        teardown_distributed()
-    return optimized_value(cfg, metrics)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        best = best_checkpoint(trainer)
+        trainer.validate(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+        return optimized_value(cfg, trainer.callback_metrics)
 
 
 def best_checkpoint(trainer: L.Trainer) -> str:
