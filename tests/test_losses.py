@@ -115,3 +115,21 @@ def test_cpn_loss_ignores_unlabelled_keypoints_and_weights_its_terms(global_rule
 def test_cpn_loss_refuses_an_unknown_global_rule():
     with pytest.raises(ValueError, match="global_rule"):
         CPNLoss(global_rule="visible")
+
+
+def test_cpn_official_rule_leaves_joints_the_source_does_not_annotate_alone():
+    """A joint outside the source's keypoint set is not "not visible": no target pulls it."""
+    outputs = {"heatmaps": torch.zeros(1, 3, 4, 4), "global_heatmaps": torch.zeros(1, 2, 3, 4, 4)}
+    targets = {
+        "heatmaps": torch.zeros(1, 3, 4, 4),
+        "global_heatmaps": torch.zeros(1, 2, 3, 4, 4),
+        "target_weight": torch.tensor([[1.0, 0.0, 0.0]]),
+        "visibility": torch.tensor([[2, 0, 0]], dtype=torch.uint8),
+        "keypoint_mask": torch.tensor([[True, True, False]]),
+    }
+    loss = CPNLoss(top_k=3)
+    base = loss(outputs, targets)["loss"]
+    outputs["global_heatmaps"][:, :, 2] = 5.0  # not annotated by the source: ignored
+    assert loss(outputs, targets)["loss"] == base
+    outputs["global_heatmaps"][:, :, 1] = 5.0  # annotated as unlabelled: pulled toward 0
+    assert loss(outputs, targets)["loss"] > base

@@ -68,7 +68,9 @@ class CPNLoss(nn.Module):
     - ``masked``: the error of joints with target weight 0 is masked out, and occluded joints
       (v = 1) keep their Gaussian, as for the RefineNet term.
 
-    Reads ``targets["visibility"]`` (the annotation's 0/1/2 flags) for the official rule.
+    Reads ``targets["visibility"]`` (the annotation's 0/1/2 flags) for the official rule, and
+    ``targets["keypoint_mask"]`` where present: joints the sample's source does not annotate at
+    all are left out of both terms under either rule.
     For the "GlobalNet only" ablation (``CPNHead(use_refine=False)``) set ``refine_weight=0``.
     """
 
@@ -98,6 +100,8 @@ class CPNLoss(nn.Module):
         if self.global_rule == "official":
             visible = (targets["visibility"] > 1).to(global_targets.dtype)[:, None, :, None, None]
             global_error = global_predictions - global_targets * visible
+            if "keypoint_mask" in targets:  # a joint the source does not annotate: no target
+                global_error = global_error * targets["keypoint_mask"][:, None, :, None, None]
         else:
             global_error = (global_predictions - global_targets) * mask.unsqueeze(1)
         loss_global = 0.5 * global_error.pow(2).mean()

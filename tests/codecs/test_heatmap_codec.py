@@ -84,3 +84,29 @@ def test_round_trip_at_the_default_cpu_size_with_narrow_targets():
         codec.encode_keypoints(keypoints, torch.ones(8, 17))["heatmaps"]
     )
     assert (decoded - keypoints).abs().max() < 0.05
+
+
+def test_joints_outside_the_source_keypoint_set_get_zero_weight():
+    codec = HeatmapCodec((192, 256), (48, 64))
+    mask = torch.ones(2, 17, dtype=torch.bool)
+    mask[0, 5] = False
+    targets = codec.encode_keypoints(interior_points(2), torch.ones(2, 17), keypoint_mask=mask)
+    assert targets["target_weight"][0, 5] == 0 and targets["heatmaps"][0, 5].abs().sum() == 0
+    assert targets["target_weight"].sum() == 33 and targets["keypoint_mask"] is mask
+
+
+@pytest.mark.parametrize("rule", ["drop", "overlap"])
+def test_out_of_crop_rule(rule):
+    """drop: a joint outside the crop is not trained; overlap: it is while its Gaussian reaches
+    the map within 3 sigma (sigma 2 heatmap px = 8 crop px at stride 4)."""
+    codec = HeatmapCodec((192, 256), (48, 64), sigma=2.0, out_of_crop=rule)
+    keypoints = torch.tensor([[[-10.0, 100.0], [-30.0, 100.0], [100.0, 100.0]]])
+    weight = torch.tensor([[0.0, 0.0, 1.0]])  # the data's: labelled and inside the crop
+    visibility = torch.tensor([[2, 1, 2]], dtype=torch.uint8)
+    targets = codec.encode_keypoints(keypoints, weight, visibility)
+    # x = -10 crop px is heatmap -2.875: within 3 sigma (6 px) of the map; -30 is -7.875: not.
+    expected = [0.0, 0.0, 1.0] if rule == "drop" else [1.0, 0.0, 1.0]
+    assert targets["target_weight"].tolist() == [expected]
+    assert (targets["heatmaps"][0, 0].max() > 0) == (rule == "overlap")
+    with pytest.raises(ValueError, match="out_of_crop"):
+        HeatmapCodec((192, 256), (48, 64), out_of_crop="keep")

@@ -106,17 +106,23 @@ class HeatmapCodec:
         keypoints: torch.Tensor,
         keypoint_weight: torch.Tensor,
         visibility: torch.Tensor | None = None,
+        keypoint_mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Targets from (B, K, 2) crop-space keypoints: ``heatmaps`` (B, K, h, w),
-        ``target_weight`` (B, K) and, when given, the ``visibility`` flags (B, K) for losses that
-        treat occluded joints apart."""
+        """Targets from (B, K, 2) crop-space keypoints: ``heatmaps`` (B, K, h, w) and
+        ``target_weight`` (B, K); when given, the ``visibility`` flags (B, K), for losses that
+        treat occluded joints apart, and the ``keypoint_mask`` (B, K) of the joints the
+        sample's source annotates at all (the others get weight 0)."""
         weight = self.target_weight(keypoints, keypoint_weight, visibility)
+        if keypoint_mask is not None:
+            weight = weight * keypoint_mask
         targets = {
             "heatmaps": self.gaussian_heatmaps(keypoints) * weight[..., None, None],
             "target_weight": weight,
         }
         if visibility is not None:
             targets["visibility"] = visibility
+        if keypoint_mask is not None:
+            targets["keypoint_mask"] = keypoint_mask
         return targets
 
     def target_weight(
@@ -239,7 +245,10 @@ class HeatmapCodec:
     ) -> dict[str, torch.Tensor]:
         self.check_heatmaps(outputs["heatmaps"])
         return self.encode_keypoints(
-            batch["keypoints"], batch["keypoint_weight"], batch.get("visibility")
+            batch["keypoints"],
+            batch["keypoint_weight"],
+            batch.get("visibility"),
+            batch.get("keypoint_mask"),
         )
 
     def decode(

@@ -73,8 +73,9 @@ class MultiSigmaHeatmapCodec(HeatmapCodec):
         keypoints: torch.Tensor,
         keypoint_weight: torch.Tensor,
         visibility: torch.Tensor | None = None,
+        keypoint_mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        targets = super().encode_keypoints(keypoints, keypoint_weight, visibility)
+        targets = super().encode_keypoints(keypoints, keypoint_weight, visibility, keypoint_mask)
         mask = targets["target_weight"][..., None, None]
         targets["global_heatmaps"] = torch.stack(
             [self.gaussian_heatmaps(keypoints, sigma) * mask for sigma in self.global_sigmas],

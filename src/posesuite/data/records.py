@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -13,7 +13,9 @@ class PersonRecord:
 
     ``keypoints`` is (K, 3) with COCO visibility (0 unlabelled, 1 occluded, 2 visible); records
     made from detector boxes carry zeros there. ``frames`` holds the image path, or several
-    consecutive frames for clip models, all cropped with one shared affine.
+    consecutive frames for clip models, all cropped with one shared affine. ``keypoint_mask``
+    (K,) marks the keypoints the record's source annotates at all (`posesuite.data.mapping`);
+    None means every one.
     """
 
     image_id: int
@@ -23,7 +25,7 @@ class PersonRecord:
     box_score: float = 1.0
     annotation_id: int = -1
     area: float = 0.0
-    extra: dict = field(default_factory=dict)
+    keypoint_mask: np.ndarray | None = None
 
     @property
     def image_path(self) -> str:
