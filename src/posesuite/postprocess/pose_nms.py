@@ -28,16 +28,19 @@ mean keypoint score, and so does this. They are carried to the result (``box_sco
 kept pick) so that the caller can rank people with the project's top-down rescoring
 (:func:`posesuite.postprocess.rescoring.rescore`: box score × mean confident keypoint score).
 
-How it is computed: the outcome is the loop's, bit for bit, without testing each pick against
-the whole pool. A pick's rules can fire on a candidate only if, for some group of weighted
-keypoints sharing a distance scale, the boxes of the two candidates' (scaled) keypoints are
-within the pick's reach R on both axes, with R the largest of the K_sim window (``ksim_pixels``,
-or half the longer side of the paper's window), the match radius (if the match threshold can be
-reached at all) and ``δ2 ln(μ Σw / γ)`` (raised a little for rounding). Beyond it on some axis,
-every keypoint is farther than R, since an axis gap between the boxes is at most each
-keypoint's offset: none is in the window, none matches and ``μ Σ w exp(−d/δ2) < γ``. Only such
-neighbour pairs are tested, with the loop's tensor expressions, each pair summed along its own
-row, so each decision is the one the whole-pool test gives (see :func:`_greedy_owners`).
+How it is computed: the result is, bit for bit, that of testing each pick against the whole
+remaining pool in tensor ops, without doing so. A pick's rules can fire on a candidate only if,
+for some group of weighted keypoints sharing a distance scale, the boxes of the two candidates'
+(scaled) keypoints are within the pick's reach R on both axes, R being the largest of the K_sim
+window (``ksim_pixels``, or half the longer side of the paper's window), the match radius (if
+the match threshold can be reached at all) and ``δ2 ln(μ Σw / γ)`` (raised a little for
+rounding). Beyond it on some axis, every keypoint is farther than R, since an axis gap between
+the boxes is at most each keypoint's offset: none is in the window, none matches and
+``μ Σ w exp(−d/δ2) < γ``. Only such neighbour pairs are tested, with the loop's tensor
+expressions, each pair summed along its own row, so each decision is the one the whole-pool
+test gives (see :func:`_greedy_owners`; the tests check this bit for bit on the CPU, in float64
+and float32; a GPU's reductions may order a row's sum by the batch's shape, so there a tie
+within rounding could go the other way).
 
 Whole-body skeletons: an optional :class:`PartWeights` gives each keypoint a weight (its share of
 ``simi``, of the match count and of the person score) and a distance scale (its distances are
@@ -280,10 +283,10 @@ def parametric_pose_nms(
     # The greedy loop, over the candidates in pick order (index = rank).
     order = torch.argsort(person_scores, descending=True, stable=True)
     owner_rank = _greedy_owners(
-        scaled[order],
-        box_sides[order],
-        tanh_scores[order],
-        match_radius[order],
+        scaled.index_select(0, order),
+        box_sides.index_select(0, order),
+        tanh_scores.index_select(0, order),
+        match_radius.index_select(0, order),
         weights,
         scales,
         params,
@@ -297,7 +300,7 @@ def parametric_pose_nms(
     slot_of_pick = torch.empty(num, dtype=torch.long, device=device)
     slot_of_pick[picks] = torch.arange(len(picks), device=device)
     slot = slot_of_pick[owner]
-    distances = torch.linalg.vector_norm(scaled - scaled[owner], dim=-1)
+    distances = torch.linalg.vector_norm(scaled - scaled.index_select(0, owner), dim=-1)
     member_scores = scores * (distances <= merge_radius[owner, None])
     score_sum = scores.new_zeros(len(picks), num_keypoints).index_add_(0, slot, member_scores)
     merged_keypoints = (
@@ -516,7 +519,7 @@ def _keypoint_boxes(
     boxes = []
     for indices in groups.values():
         points = scaled if len(indices) == len(weights) else scaled[:, indices]
-        low, high = points.amin(1), points.amax(1)
+        low, high = torch.aminmax(points, dim=1)
         wild = ~(low.isfinite() & high.isfinite()).all(-1, keepdim=True)
         boxes.append((low.masked_fill(wild, -math.inf), high.masked_fill(wild, math.inf)))
     return boxes
@@ -640,15 +643,21 @@ def _joins(
                 for begin in range(0, len(candidates), block)
             ]
         )
-    offsets = scaled[candidates] - scaled[picks]
+    offsets = _rows(scaled, candidates) - _rows(scaled, picks)
     distances = torch.linalg.vector_norm(offsets, dim=-1)
     if params.ksim_window == "pixel":
         in_window = distances <= params.ksim_pixels
     else:
-        half_sides = params.ksim_box_fraction / 2 * box_sides[picks]
+        half_sides = params.ksim_box_fraction / 2 * _rows(box_sides, picks)
         in_window = (offsets.abs() <= half_sides[..., None, :]).all(-1)
-    pose_similarity = (in_window * tanh_scores[picks] * tanh_scores[candidates] * weights).sum(-1)
+    pose_terms = in_window * _rows(tanh_scores, picks) * _rows(tanh_scores, candidates) * weights
+    pose_similarity = pose_terms.sum(-1)
     spatial_similarity = (torch.exp(-distances / params.delta2) * weights).sum(-1)
     similarity = pose_similarity + params.mu * spatial_similarity
-    matches = ((distances <= match_radius[picks, None]) * weights).sum(-1)
+    matches = ((distances <= _rows(match_radius, picks)[..., None]) * weights).sum(-1)
     return (similarity > params.gamma) | (matches >= params.match_threshold)
+
+
+def _rows(tensor: torch.Tensor, index: torch.Tensor | int) -> torch.Tensor:
+    """``tensor[index]`` along the first axis (``index_select``: a faster gather, same values)."""
+    return tensor[index] if isinstance(index, int) else tensor.index_select(0, index)
