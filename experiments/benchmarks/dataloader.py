@@ -1,15 +1,22 @@
 """Crops per second of one data-loading worker, against the floor of decoding and warping.
 
 Design rule 4, "cheap workers, busy device": a worker only decodes, crops and augments; targets
-are made on the device. So a worker's cost should sit close to its floor, one JPEG decode plus
-one affine warp per person crop. This measures, in a single process with one thread (the work of
-one worker), at each input size:
+and the photometric augmentation are made on the device. So a worker's cost should sit at its
+floor, one JPEG decode plus one affine warp per person crop. This measures, in a single process
+with one thread (the work of one worker), at each input size:
 
 - floor: ``cv2.imread`` + ``cv2.warpAffine`` with the crop's affine, nothing else;
 - ``TopDownDataset.__getitem__`` with the validation transform (no augmentation);
-- the same with the training augmentation (``Augmentation()`` defaults, photometric on);
+- the same with the training augmentation (``Augmentation()`` defaults), as before this change
+  (albumentations' photometric step in the worker), with the random geometry only (the
+  photometric step now runs on the device), and with reduced JPEG decoding as well (the
+  configured training worker, ``data.decode_reduced=true``);
+- a ``DataLoader`` with 1 and 2 workers serving the configured training batches;
+- the device photometric step (``PhotometricAugmentation``) on batches of ``--batch-size``
+  crops on the CPU, per crop: it now runs in the training process;
+- with a CUDA device, ``decode_crops_on_device`` (``data.device_jpeg_decode=true``): nvJPEG
+  decoding and the warp of a batch on the GPU, the worker only reading the files' bytes.
 
-and, for reference, a ``DataLoader`` with 1 and 2 workers serving augmented batches.
 ``--breakdown`` adds the parts of a crop timed apart: decoding, and the transform alone.
 
     .venv/bin/python experiments/benchmarks/dataloader.py [--seconds 3] [--sizes 96x128 192x256]
@@ -27,14 +34,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import albumentations as A
 import cv2
 import numpy as np
 import torch
 from machine import machine_info, warn_if_busy, write_results
 from torch.utils.data import DataLoader
 
-from posesuite.data.datamodule import TopDownDataset, collate_skipping, read_image
+from posesuite.data.datamodule import (
+    TopDownDataset,
+    collate_skipping,
+    decode_crops_on_device,
+    read_image,
+)
 from posesuite.data.geometry import box_to_center_scale, crop_affine
+from posesuite.data.photometric import PhotometricAugmentation
 from posesuite.data.records import PersonRecord
 from posesuite.data.sources.coco import read_coco_keypoints
 from posesuite.data.transforms import Augmentation, TopDownTransform
@@ -166,6 +180,17 @@ def single_process_rate(step: Callable[[int], Any], num_items: int, seconds: flo
     return done / elapsed
 
 
+def batch_rate(step: Callable[[], Any], batch_size: int, seconds: float) -> float:
+    """Crops/s of a step that handles one batch of ``batch_size`` crops at a time."""
+    for _ in range(3):  # warm-up
+        step()
+    done, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        step()
+        done += batch_size
+    return done / elapsed
+
+
 def data_loader_rate(
     dataset: TopDownDataset, num_workers: int, batch_size: int, seconds: float
 ) -> float:
@@ -188,6 +213,54 @@ def data_loader_rate(
     return done / elapsed
 
 
+def albumentations_photometric(seed: int) -> A.Compose:
+    """The photometric pipeline the workers ran on each crop before it moved to the device."""
+    return A.Compose(
+        [
+            A.RandomBrightnessContrast(brightness_limit=0.25, contrast_limit=0.25, p=0.5),
+            A.HueSaturationValue(p=0.3),
+            A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.MotionBlur(blur_limit=(3, 5))], p=0.15),
+            A.GaussNoise(std_range=(0.02, 0.06), p=0.15),
+        ],
+        seed=seed,
+    )
+
+
+def with_worker_photometric(step: Callable[[int], dict[str, Any]]) -> Callable[[int], Any]:
+    """A dataset step followed by the former worker-side photometric step on its crop."""
+    pipeline = albumentations_photometric(seed=0)
+
+    def augmented(index: int) -> np.ndarray:
+        crop = step(index)["image"].transpose(1, 2, 0)
+        return pipeline(image=np.ascontiguousarray(crop))["image"]
+
+    return augmented
+
+
+def device_batch(
+    records: Sequence[PersonRecord],
+    skeleton: Skeleton,
+    input_size: tuple[int, int],
+    batch_size: int,
+) -> dict[str, Any]:
+    """One training batch as the workers hand it to the training process."""
+    dataset = TopDownDataset(
+        records,
+        TopDownTransform(skeleton, input_size, 1.25, Augmentation(photometric=False)),
+        decode_reduced=True,
+    )
+    return collate_skipping([dataset[i % len(dataset)] for i in range(batch_size)])
+
+
+def reduction_shares(dataset: TopDownDataset, draws: int = 2000) -> dict[str, float]:
+    """Share of training crops decoded at each JPEG reduction, over ``draws`` crop plans."""
+    counts: dict[int, int] = {}
+    for draw in range(draws):
+        factor = dataset.transform.plan(dataset.records[draw % len(dataset)]).decode_reduction()
+        counts[factor] = counts.get(factor, 0) + 1
+    return {f"1/{f}": counts[f] / draws for f in sorted(counts)}
+
+
 def pipelines(
     records: Sequence[PersonRecord],
     skeleton: Skeleton,
@@ -196,8 +269,9 @@ def pipelines(
 ) -> list[Pipeline]:
     """The rows of one input size; ``measure()`` runs one timed repeat and returns crops/s."""
 
-    def dataset(augmentation: Augmentation | None) -> TopDownDataset:
-        return TopDownDataset(records, TopDownTransform(skeleton, input_size, 1.25, augmentation))
+    def dataset(augmentation: Augmentation | None, decode_reduced: bool = False) -> TopDownDataset:
+        transform = TopDownTransform(skeleton, input_size, 1.25, augmentation)
+        return TopDownDataset(records, transform, decode_reduced=decode_reduced)
 
     def single(name: str, step: Callable[[int], Any]) -> Pipeline:
         return Pipeline(
@@ -205,23 +279,68 @@ def pipelines(
         )
 
     def loader(workers: int) -> Pipeline:
-        name = f"DataLoader, {workers} worker{'s' if workers > 1 else ''}, train aug."
+        name = f"DataLoader, {workers} worker{'s' if workers > 1 else ''}, train (reduced decode)"
         return Pipeline(
             input_size,
             name,
             lambda: data_loader_rate(train_set, workers, args.batch_size, args.seconds),
         )
 
-    train_set = dataset(Augmentation())
+    geometry = Augmentation(photometric=False)  # the photometric step runs on the device now
+    train_set = dataset(geometry, decode_reduced=True)
+    batch = device_batch(records, skeleton, input_size, args.batch_size)
+    photometric = PhotometricAugmentation()
     rows = [
         single(FLOOR, floor_step(records, input_size)),
         single("dataset, val transform", dataset(None).__getitem__),
-        single("dataset, train augmentation", train_set.__getitem__),
+        single(
+            "dataset, train aug. + worker photometric (before)",
+            with_worker_photometric(dataset(geometry).__getitem__),
+        ),
+        single(
+            "dataset, train aug. (geometry; photometric on device)", dataset(geometry).__getitem__
+        ),
+        single("dataset, train aug. + reduced decode (configured)", train_set.__getitem__),
     ]
     rows += [loader(workers) for workers in args.workers]
+    rows.append(
+        Pipeline(
+            input_size,
+            f"device photometric on the CPU, batch {args.batch_size} (training process)",
+            lambda: batch_rate(lambda: photometric(batch["image"]), args.batch_size, args.seconds),
+        )
+    )
+    if torch.cuda.is_available():
+        rows.append(device_decode_row(records, skeleton, input_size, args))
     if args.breakdown:
         rows += [single(name, step) for name, step in part_steps(records, skeleton, input_size)]
     return rows
+
+
+def device_decode_row(
+    records: Sequence[PersonRecord],
+    skeleton: Skeleton,
+    input_size: tuple[int, int],
+    args: argparse.Namespace,
+) -> Pipeline:
+    """nvJPEG decoding and the warp of one batch on the GPU, from the bytes the workers read."""
+    undecoded = TopDownDataset(
+        records,
+        TopDownTransform(skeleton, input_size, 1.25, Augmentation(photometric=False)),
+        device_jpeg_decode=True,
+    )
+    batch = collate_skipping([undecoded[i % len(undecoded)] for i in range(args.batch_size)])
+    device = torch.device("cuda")
+
+    def step() -> None:
+        decode_crops_on_device(batch["jpeg"], batch["affine"], input_size, device)
+        torch.cuda.synchronize(device)
+
+    return Pipeline(
+        input_size,
+        f"device JPEG decode + warp (CUDA), batch {args.batch_size}",
+        lambda: batch_rate(step, args.batch_size, args.seconds),
+    )
 
 
 def part_steps(
@@ -230,6 +349,7 @@ def part_steps(
     """Decoding alone, and the transform alone on frames decoded beforehand."""
     paths = [record.image_path for record in records]
     frames = {path: read_image(path) for record in records for path in record.frames}
+    plans = TopDownTransform(skeleton, input_size, 1.25, Augmentation(photometric=False))
 
     def transform_only(augmentation: Augmentation | None) -> Callable[[int], Any]:
         transform = TopDownTransform(skeleton, input_size, 1.25, augmentation)
@@ -237,15 +357,38 @@ def part_steps(
             records[index], [frames[path] for path in records[index].frames]
         )
 
+    def reduced_read(index: int) -> np.ndarray:
+        return read_image(paths[index], plans.plan(records[index]).decode_reduction())
+
+    photometric = albumentations_photometric(seed=0)
+    crops = [
+        np.ascontiguousarray(
+            TopDownTransform(skeleton, input_size)(record, [frames[record.image_path]])[
+                "image"
+            ].transpose(1, 2, 0)
+        )
+        for record in records
+    ]
+
     return [
-        ("part: cv2.imread", lambda index: cv2.imread(paths[index], cv2.IMREAD_COLOR)),
-        ("part: read_image (imread + BGR->RGB)", lambda index: read_image(paths[index])),
+        ("part: cv2.imread (BGR)", lambda index: cv2.imread(paths[index], cv2.IMREAD_COLOR)),
+        (
+            "part: imread + BGR->RGB (read_image before)",
+            lambda index: cv2.cvtColor(
+                cv2.imread(paths[index], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB
+            ),
+        ),
+        ("part: read_image (RGB decode)", lambda index: read_image(paths[index])),
+        ("part: read_image at the train plan's reduction", reduced_read),
         ("part: val transform of decoded frames", transform_only(None)),
         (
-            "part: train aug. w/o photometric, decoded",
+            "part: train aug. (geometry) of decoded frames",
             transform_only(Augmentation(photometric=False)),
         ),
-        ("part: train augmentation of decoded frames", transform_only(Augmentation())),
+        (
+            "part: albumentations photometric of a crop (before)",
+            lambda index: photometric(image=crops[index])["image"],
+        ),
     ]
 
 
@@ -255,6 +398,17 @@ def floor_rate(measurements: Sequence[Measurement], input_size: tuple[int, int])
     )
 
 
+def in_training_process(pipeline: str) -> bool:
+    """Rows timing work of the training process, not of a worker: no ratio to the floor."""
+    return pipeline.startswith("device")
+
+
+def vs_floor(measurements: Sequence[Measurement], m: Measurement) -> float | None:
+    if in_training_process(m.pipeline):
+        return None
+    return m.crops_per_s / floor_rate(measurements, m.input_size)
+
+
 def markdown_table(measurements: Sequence[Measurement]) -> str:
     lines = [
         "| input (W×H) | pipeline | crops/s | ms/crop | vs floor | runs (crops/s) |",
@@ -262,11 +416,11 @@ def markdown_table(measurements: Sequence[Measurement]) -> str:
     ]
     for m in measurements:
         rate = m.crops_per_s
-        ratio = rate / floor_rate(measurements, m.input_size)
+        ratio = vs_floor(measurements, m)
         runs = ", ".join(f"{r:.0f}" for r in m.rates)
         lines.append(
             f"| {m.input_size[0]}×{m.input_size[1]} | {m.pipeline} | {rate:.0f} "
-            f"| {1000 / rate:.2f} | {ratio:.2f}× | {runs} |"
+            f"| {1000 / rate:.3f} | {'—' if ratio is None else f'{ratio:.2f}×'} | {runs} |"
         )
     return "\n".join(lines)
 
@@ -287,6 +441,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"data: {dataset}: {len(records)} people in {images} images", file=sys.stderr)
 
     rows = [row for size in args.sizes for row in pipelines(records, skeleton, size, args)]
+    reductions = {
+        f"{width}x{height}": reduction_shares(
+            TopDownDataset(
+                records,
+                TopDownTransform(skeleton, (width, height), 1.25, Augmentation()),
+                decode_reduced=True,
+            )
+        )
+        for width, height in args.sizes
+    }
+    print(f"share of training crops per JPEG reduction: {reductions}", file=sys.stderr)
     rates: list[list[float]] = [[] for _ in rows]
     # Repeats go round all rows, so a slow spell of this shared machine hits each row a little
     # instead of one row entirely.
@@ -309,6 +474,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     results = {
         "benchmark": "dataloader",
         "data": {"description": dataset, "people": len(records), "images": images},
+        "train_crops_per_decode_reduction": reductions,
         "machine": machine,
         "settings": {
             "seconds": args.seconds,
@@ -323,7 +489,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "pipeline": m.pipeline,
                 "crops_per_s": m.crops_per_s,
                 "ms_per_crop": 1000 / m.crops_per_s,
-                "vs_floor": m.crops_per_s / floor_rate(measurements, m.input_size),
+                "vs_floor": vs_floor(measurements, m),
                 "runs_crops_per_s": m.rates,
             }
             for m in measurements

@@ -172,3 +172,37 @@ def test_visibility_flags_reach_the_sample_and_follow_a_flip():
         assert sample["visibility"].dtype == np.uint8
         # The weight marks labelled joints inside the crop, whatever their flag.
         np.testing.assert_array_equal(sample["keypoint_weight"] > 0, expected > 0)
+
+
+def test_a_plan_drawn_first_gives_the_same_sample(real_data_dir):
+    """The dataset draws the crop before decoding (to choose the decode scale); the sample is
+    the one the transform makes when it draws the crop itself."""
+    coco_dir = real_data_dir / "coco"
+    records = read_coco_keypoints(coco_dir / "test_coco.json", coco_dir, 17)
+    drawing, planned = (
+        TopDownTransform(SKELETON, (192, 256), augmentation=Augmentation()) for _ in range(2)
+    )
+    for transform in (drawing, planned):
+        transform._rng = np.random.default_rng(5)
+        transform._rng_pid = os.getpid()
+    for record in records:
+        frames = [read_image(record.image_path)]
+        expected = drawing(record, frames)
+        found = planned(record, frames, planned.plan(record))
+        assert expected.keys() == found.keys()
+        for key in expected:
+            np.testing.assert_array_equal(found[key], expected[key])
+
+
+def test_the_worker_leaves_colours_to_the_device(real_data_dir):
+    """With photometric augmentation on, the worker's crop is still the plain warp: the colour,
+    blur and noise steps run in batch on the training device."""
+    coco_dir = real_data_dir / "coco"
+    (record, *_) = read_coco_keypoints(coco_dir / "test_coco.json", coco_dir, 17)
+    transform = TopDownTransform(SKELETON, (192, 256), augmentation=Augmentation(photometric=True))
+    image = read_image(record.image_path)
+    for _ in range(20):
+        plan = transform.plan(record)
+        crop = transform(record, [image], plan)["image"]
+        expected = cv2.warpAffine(image, plan.matrix, (192, 256), flags=cv2.INTER_LINEAR)
+        np.testing.assert_array_equal(crop, expected.transpose(2, 0, 1))

@@ -11,11 +11,13 @@ import cv2
 import lightning as L
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from posesuite.data.photometric import PhotometricAugmentation
 from posesuite.data.records import DataError, PersonRecord
 from posesuite.data.sources.coco import CocoSplit, read_coco_keypoints, read_detections
-from posesuite.data.transforms import TopDownTransform
+from posesuite.data.transforms import CropPlan, TopDownTransform
 from posesuite.skeleton import Skeleton
 
 log = logging.getLogger(__name__)
@@ -27,28 +29,70 @@ class DatasetFiles(Protocol):
     def prepare(self) -> tuple[CocoSplit, CocoSplit]: ...
 
 
-def read_image(path: str) -> np.ndarray | None:
-    """RGB uint8 image, or None when the file cannot be decoded."""
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
-    if image is None:
-        return None
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+# IMREAD_REDUCED_COLOR_f without its BGR bit, so it combines with IMREAD_COLOR_RGB.
+REDUCED_DECODE_FLAGS = {
+    f: flag & ~cv2.IMREAD_COLOR
+    for f, flag in {
+        2: cv2.IMREAD_REDUCED_COLOR_2,
+        4: cv2.IMREAD_REDUCED_COLOR_4,
+        8: cv2.IMREAD_REDUCED_COLOR_8,
+    }.items()
+}
+JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe")
+
+
+def read_image(path: str, reduction: int = 1) -> np.ndarray | None:
+    """RGB uint8 image, or None when the file cannot be decoded.
+
+    ``reduction`` 2, 4 or 8 decodes a JPEG at that fraction of its size with libjpeg's DCT
+    scaling (cheaper than a full decode; pixel i then stands for original pixels f i .. f i +
+    f - 1); pass it only for JPEG files (`is_jpeg`): OpenCV would resize other formats after a
+    full decode. The decoder writes RGB itself: no BGR -> RGB pass over the image.
+    """
+    flags = cv2.IMREAD_COLOR_RGB | REDUCED_DECODE_FLAGS.get(reduction, 0)
+    return cv2.imread(path, flags)
+
+
+def is_jpeg(path: str) -> bool:
+    return path.lower().endswith(JPEG_SUFFIXES)
 
 
 class TopDownDataset(Dataset):
     """One person crop per item. Items whose image cannot be decoded are reported and skipped
-    (returned as None and dropped by `collate_skipping`, which counts them)."""
+    (returned as None and dropped by `collate_skipping`, which counts them).
 
-    def __init__(self, records: Sequence[PersonRecord], transform: TopDownTransform) -> None:
+    ``decode_reduced``: decode JPEG frames at 1/2, 1/4 or 1/8 scale when the crop samples the
+    image that coarsely anyway (`CropPlan.decode_reduction`); the sample's affine still maps the
+    original image's pixels. ``device_jpeg_decode``: the worker reads the file's bytes
+    (``jpeg``) instead of decoding it, and `decode_crops_on_device` makes the crops in the
+    training process (single-frame JPEG records only; a file that is there but corrupt then fails
+    its batch instead of being skipped).
+    """
+
+    def __init__(
+        self,
+        records: Sequence[PersonRecord],
+        transform: TopDownTransform,
+        decode_reduced: bool = False,
+        device_jpeg_decode: bool = False,
+    ) -> None:
         self.records = list(records)
         self.transform = transform
+        self.decode_reduced = decode_reduced
+        self.device_jpeg_decode = device_jpeg_decode
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         record = self.records[index]
-        frames = [read_image(path) for path in record.frames]
+        plan = self.transform.plan(record)
+        if self.device_jpeg_decode:
+            return self._undecoded_sample(index, record, plan)
+        reduction = 1
+        if self.decode_reduced and all(is_jpeg(path) for path in record.frames):
+            reduction = plan.decode_reduction()
+        frames = [read_image(path, reduction) for path in record.frames]
         broken = [path for path, frame in zip(record.frames, frames, strict=True) if frame is None]
         if broken:
             log.warning(
@@ -58,7 +102,26 @@ class TopDownDataset(Dataset):
                 record.image_id,
             )
             return None
-        sample = self.transform(record, frames)
+        return self._with_record(index, record, self.transform(record, frames, plan, reduction))
+
+    def _undecoded_sample(
+        self, index: int, record: PersonRecord, plan: CropPlan
+    ) -> dict[str, Any] | None:
+        (path,) = record.frames
+        if not is_jpeg(path):
+            raise DataError(f"data.device_jpeg_decode reads JPEG only: {path}")
+        try:
+            jpeg = np.fromfile(path, np.uint8)
+        except OSError as err:
+            log.warning("skipping sample %d: %s (image id %d)", index, err, record.image_id)
+            return None
+        sample = self.transform.crop_targets(record, plan)
+        sample["jpeg"] = torch.from_numpy(jpeg)
+        return self._with_record(index, record, sample)
+
+    def _with_record(
+        self, index: int, record: PersonRecord, sample: dict[str, Any]
+    ) -> dict[str, Any]:
         sample.update(
             sample_id=index,
             image_id=record.image_id,
@@ -90,11 +153,51 @@ def init_worker(worker_id: int) -> None:
 
 
 def collate_skipping(samples: list[dict[str, Any] | None]) -> dict[str, Any]:
-    """Default collation of the decodable samples; ``num_skipped`` counts the others."""
+    """Default collation of the decodable samples; ``num_skipped`` counts the others. Encoded
+    images (``jpeg``, of different lengths) stay a list."""
     kept = [s for s in samples if s is not None]
+    jpegs = [s.pop("jpeg") for s in kept if "jpeg" in s]
     batch = default_collate(kept) if kept else {}
+    if jpegs:
+        batch["jpeg"] = jpegs
     batch["num_skipped"] = len(samples) - len(kept)
     return batch
+
+
+def decode_crops_on_device(
+    jpegs: Sequence[torch.Tensor],
+    affines: torch.Tensor,
+    input_size: Sequence[int],
+    device: torch.device | str,
+) -> torch.Tensor:
+    """uint8 (B, 3, H, W) crops from encoded JPEGs (CPU byte tensors) and their (B, 2, 3) image
+    -> crop affines: `torchvision.io.decode_jpeg` on ``device`` (nvJPEG on a CUDA device), then
+    a bilinear warp with black outside the image, as `warp_image` does in a worker."""
+    # Imported here: only this option needs torchvision's image codecs.
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    images = decode_jpeg(list(jpegs), mode=ImageReadMode.RGB, device=device)
+    width, height = int(input_size[0]), int(input_size[1])
+    ys, xs = torch.meshgrid(
+        torch.arange(height, device=device, dtype=torch.float64),
+        torch.arange(width, device=device, dtype=torch.float64),
+        indexing="ij",
+    )
+    crop_points = torch.stack([xs, ys], -1)  # pixel centres of the crop, (H, W, 2)
+    linear = affines[:, :, :2].to(device, torch.float64)
+    inverse = torch.linalg.inv(linear)
+    shift = affines[:, :, 2].to(device, torch.float64)
+    crops = []
+    for image, to_image, offset in zip(images, inverse, shift, strict=True):
+        source = (crop_points - offset) @ to_image.T  # image pixel coordinates
+        size = torch.tensor([image.shape[2], image.shape[1]], device=device, dtype=torch.float64)
+        # align_corners=True: -1 and 1 are the centres of the first and last pixels.
+        grid = (2 * source / (size - 1) - 1).float()[None]
+        crop = F.grid_sample(
+            image[None].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True
+        )
+        crops.append(crop[0].round().clamp(0, 255).to(torch.uint8))
+    return torch.stack(crops)
 
 
 class PoseDataModule(L.LightningDataModule):
@@ -104,6 +207,14 @@ class PoseDataModule(L.LightningDataModule):
     data the cache folder it is generated into) and describes the files. ``box_source`` chooses
     evaluation crops: ``gt`` (ground-truth boxes) or ``detections`` (a COCO detection results
     file: ``det_file``, or the dataset's own detections). Setting ``det_file`` selects detections.
+
+    Training batches get the photometric augmentation (when the training transform's
+    ``augmentation.photometric`` is on) in batch on the training device, in
+    `on_after_batch_transfer`; evaluation batches are left as they are. ``decode_reduced``
+    decodes training JPEGs at reduced scale where the crop allows (`TopDownDataset`);
+    evaluation crops are always decoded in full, as the reference protocols do.
+    ``device_jpeg_decode`` (for GPU runs) moves the decoding of every JPEG, and the crop's
+    warp, from the workers to the training device (`decode_crops_on_device`).
     """
 
     def __init__(
@@ -121,6 +232,8 @@ class PoseDataModule(L.LightningDataModule):
         det_min_score: float = 0.0,
         pin_memory: bool = False,
         persistent_workers: bool = True,
+        decode_reduced: bool = False,
+        device_jpeg_decode: bool = False,
     ) -> None:
         super().__init__()
         if box_source not in {"gt", "detections"}:
@@ -138,6 +251,9 @@ class PoseDataModule(L.LightningDataModule):
         self.det_min_score = det_min_score
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
+        self.decode_reduced = decode_reduced
+        self.device_jpeg_decode = device_jpeg_decode
+        self.photometric: PhotometricAugmentation | None = None
         self.train_split: CocoSplit | None = None
         self.val_split: CocoSplit | None = None
         self.train_set: TopDownDataset | None = None
@@ -170,7 +286,13 @@ class PoseDataModule(L.LightningDataModule):
         k = self.skeleton.num_keypoints
         if stage in (None, "fit") and self.train_set is None:
             records = read_coco_keypoints(self.train_split.annotations, self.train_split.images, k)
-            self.train_set = TopDownDataset(records, self.train_transform(skeleton=self.skeleton))
+            transform = self.train_transform(skeleton=self.skeleton)
+            self.train_set = TopDownDataset(
+                records, transform, self.decode_reduced, self.device_jpeg_decode
+            )
+            augmentation = transform.augmentation
+            if augmentation is not None and augmentation.photometric:
+                self.photometric = PhotometricAugmentation()
             log.info("train: %d people from %s", len(records), self.train_split.annotations)
         if self.val_set is None:
             split = self.val_split
@@ -180,7 +302,11 @@ class PoseDataModule(L.LightningDataModule):
                 )
             else:
                 records = read_coco_keypoints(split.annotations, split.images, k)
-            self.val_set = TopDownDataset(records, self.val_transform(skeleton=self.skeleton))
+            self.val_set = TopDownDataset(
+                records,
+                self.val_transform(skeleton=self.skeleton),
+                device_jpeg_decode=self.device_jpeg_decode,
+            )
             log.info("val: %d %s boxes from %s", len(records), self.box_source, split.annotations)
 
     def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
@@ -197,6 +323,24 @@ class PoseDataModule(L.LightningDataModule):
             collate_fn=collate_skipping,
             worker_init_fn=init_worker,
         )
+
+    def on_before_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> Any:
+        if "jpeg" in batch:  # device_jpeg_decode: the encoded images are still on the CPU
+            dataset = self.train_set if self.trainer.training else self.val_set
+            batch["image"] = decode_crops_on_device(
+                batch.pop("jpeg"),
+                batch["affine"],
+                dataset.transform.input_size,
+                self.trainer.strategy.root_device,
+            )
+        return batch
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> Any:
+        # Training batches only; a batch whose every sample failed to decode has no image.
+        training = self.trainer is not None and self.trainer.training
+        if self.photometric is not None and training and "image" in batch:
+            batch["image"] = self.photometric(batch["image"])
+        return batch
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.batch_size, shuffle=True)

@@ -1,8 +1,13 @@
 """Top-down sample transform: choose the crop (centre/scale, half-body, random scale, rotation,
-flip), warp the frames with one affine, move keypoints to crop space, photometric augmentation.
+flip), warp the frames with one affine, move keypoints to crop space.
 
 Runs in the data-loader workers. It produces crop-space keypoints and the affine, never targets:
-heatmaps are made on the training device by the codec.
+heatmaps are made on the training device by the codec, and the photometric augmentation runs
+there too, in batch (`posesuite.data.photometric`).
+
+The crop is chosen from the record alone (`TopDownTransform.plan`), before any pixel is
+decoded, so the dataset can decode a JPEG at reduced scale when the crop would not use the
+full resolution (`CropPlan.decode_reduction`).
 """
 
 from __future__ import annotations
@@ -11,7 +16,6 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import albumentations as A
 import numpy as np
 import torch
 
@@ -40,7 +44,39 @@ class Augmentation:
     half_body_prob: float = 0.3
     half_body_min_keypoints: int = 8
     shift_factor: float = 0.0  # random box shift, fraction of the box size
+    # Colour, blur and noise; run in batch on the training device by the data module's
+    # `on_after_batch_transfer` (posesuite.data.photometric), not in the worker.
     photometric: bool = True
+
+
+DECODE_REDUCTIONS = (8, 4, 2)  # JPEG DCT scaling factors OpenCV offers (IMREAD_REDUCED_*)
+
+
+@dataclass(frozen=True)
+class CropPlan:
+    """The crop drawn for one sample: ``matrix`` maps original image pixels to crop pixels."""
+
+    matrix: np.ndarray  # 2x3
+    size: np.ndarray  # the box's (w, h) in image pixels
+    flip: bool
+
+    def decode_reduction(self) -> int:
+        return decode_reduction(self.matrix)
+
+
+def decode_reduction(matrix: np.ndarray) -> int:
+    """Largest JPEG reduction f in {1, 2, 4, 8} that loses no resolution in the crop of the
+    2x3 image -> crop ``matrix``: the crop samples the image at most once per f pixels along any
+    direction (the largest singular value of the linear part, times f, is at most 1)."""
+    largest_scale = np.linalg.norm(matrix[:, :2], ord=2)
+    return next((f for f in DECODE_REDUCTIONS if largest_scale * f <= 1.0), 1)
+
+
+def reduced_to_original(reduction: int) -> np.ndarray:
+    """3x3 map from a frame decoded at 1/``reduction`` scale to the original image: reduced
+    pixel i covers original pixels f i .. f i + f - 1, so its centre is at f i + (f - 1) / 2."""
+    offset = (reduction - 1) / 2
+    return np.array([[reduction, 0.0, offset], [0.0, reduction, offset], [0.0, 0.0, 1.0]])
 
 
 class TopDownTransform:
@@ -61,32 +97,53 @@ class TopDownTransform:
         self.augmentation = augmentation
         self._rng: np.random.Generator | None = None
         self._rng_pid: int | None = None
-        self._photometric: A.Compose | None = None
 
     def rng(self) -> np.random.Generator:
         """A generator per worker process, seeded from torch's per-worker seed (reproducible)."""
         if self._rng is None or self._rng_pid != os.getpid():
-            seed = torch.initial_seed() % (2**32)
-            self._rng = np.random.default_rng(seed)
+            self._rng = np.random.default_rng(torch.initial_seed() % (2**32))
             self._rng_pid = os.getpid()
-            if self.augmentation is not None and self.augmentation.photometric:
-                self._photometric = photometric_pipeline(seed)
         return self._rng
 
-    def __call__(self, record: PersonRecord, frames: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    def plan(self, record: PersonRecord) -> CropPlan:
+        """Draw the crop of ``record`` (the random geometry, when augmenting); no pixels needed."""
         keypoints = record.keypoints[:, :2].astype(np.float64)
-        visibility = np.rint(record.keypoints[:, 2]).clip(0, 2).astype(np.uint8)
-        labelled = visibility > 0
         center, size = box_to_center_scale(record.bbox, self.aspect_ratio, self.padding)
         rotation, flip = 0.0, False
         if self.augmentation is not None:
+            labelled = np.rint(record.keypoints[:, 2]) > 0  # flags 1 and 2, as in __call__
             center, size, rotation, flip = self._random_crop(center, size, keypoints, labelled)
         matrix = crop_affine(center, size, rotation, self.input_size, flip=flip)
-        crops = [warp_image(frame, matrix, self.input_size) for frame in frames]
-        if self._photometric is not None:
-            crops = [self._photometric(image=crop)["image"] for crop in crops]
+        return CropPlan(matrix, size, flip)
 
-        crop_keypoints = apply_affine(keypoints, matrix)
+    def __call__(
+        self,
+        record: PersonRecord,
+        frames: Sequence[np.ndarray],
+        plan: CropPlan | None = None,
+        reduction: int = 1,
+    ) -> dict[str, np.ndarray]:
+        """Crop ``frames`` (decoded at 1/``reduction`` scale) by ``plan`` (drawn now if None).
+        The sample's affine maps the original image's pixels to the crop whatever the scale."""
+        if plan is None:
+            plan = self.plan(record)
+        warp = plan.matrix if reduction == 1 else plan.matrix @ reduced_to_original(reduction)
+        crops = [warp_image(frame, warp, self.input_size) for frame in frames]
+        sample = self.crop_targets(record, plan)
+        sample["image"] = (
+            np.stack([c.transpose(2, 0, 1) for c in crops])
+            if len(crops) > 1
+            else crops[0].transpose(2, 0, 1)
+        )
+        return sample
+
+    def crop_targets(self, record: PersonRecord, plan: CropPlan) -> dict[str, np.ndarray]:
+        """Everything of the sample but the image: crop-space keypoints, weights, visibility
+        flags, the affine and the box area."""
+        keypoints = record.keypoints[:, :2].astype(np.float64)
+        visibility = np.rint(record.keypoints[:, 2]).clip(0, 2).astype(np.uint8)
+        labelled = visibility > 0
+        crop_keypoints = apply_affine(keypoints, plan.matrix)
         width, height = self.input_size
         inside = (
             (crop_keypoints[:, 0] >= -0.5)
@@ -95,19 +152,16 @@ class TopDownTransform:
             & (crop_keypoints[:, 1] <= height - 0.5)
         )
         weight = (labelled & inside).astype(np.float32)
-        if flip:
+        if plan.flip:
             crop_keypoints = crop_keypoints[self.skeleton.flip_index]
             weight = weight[self.skeleton.flip_index]
             visibility = visibility[self.skeleton.flip_index]
         return {
-            "image": np.stack([c.transpose(2, 0, 1) for c in crops])
-            if len(crops) > 1
-            else crops[0].transpose(2, 0, 1),
             "keypoints": crop_keypoints.astype(np.float32),
             "keypoint_weight": weight,  # labelled and inside the crop
             "visibility": visibility,  # the annotation's flag: 0 unlabelled, 1 occluded, 2 visible
-            "affine": matrix.astype(np.float32),
-            "area": np.float32(size[0] * size[1]),
+            "affine": plan.matrix.astype(np.float32),
+            "area": np.float32(plan.size[0] * plan.size[1]),
         }
 
     def _random_crop(
@@ -159,16 +213,3 @@ class TopDownTransform:
             return None
         center, size = box_to_center_scale(box, self.aspect_ratio, padding=1.5)
         return center, size
-
-
-def photometric_pipeline(seed: int) -> A.Compose:
-    """Colour, noise and blur augmentation of the crop (cheaper than on the full image)."""
-    return A.Compose(
-        [
-            A.RandomBrightnessContrast(brightness_limit=0.25, contrast_limit=0.25, p=0.5),
-            A.HueSaturationValue(p=0.3),
-            A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.MotionBlur(blur_limit=(3, 5))], p=0.15),
-            A.GaussNoise(std_range=(0.02, 0.06), p=0.15),
-        ],
-        seed=seed,
-    )
