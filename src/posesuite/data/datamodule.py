@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import cv2
 import lightning as L
 import numpy as np
+import simplejpeg
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, default_collate
@@ -29,28 +30,49 @@ class DatasetFiles(Protocol):
     def prepare(self) -> tuple[CocoSplit, CocoSplit]: ...
 
 
-# IMREAD_REDUCED_COLOR_f without its BGR bit, so it combines with IMREAD_COLOR_RGB.
-REDUCED_DECODE_FLAGS = {
-    f: flag & ~cv2.IMREAD_COLOR
-    for f, flag in {
-        2: cv2.IMREAD_REDUCED_COLOR_2,
-        4: cv2.IMREAD_REDUCED_COLOR_4,
-        8: cv2.IMREAD_REDUCED_COLOR_8,
-    }.items()
-}
 JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe")
+JPEG_START = b"\xff\xd8"
+# Colour spaces libjpeg-turbo cannot convert to RGB: OpenCV decodes those.
+NOT_RGB_CONVERTIBLE = ("CMYK", "YCCK")
 
 
 def read_image(path: str, reduction: int = 1) -> np.ndarray | None:
-    """RGB uint8 image, or None when the file cannot be decoded.
+    """RGB uint8 image, or None when the file cannot be read or decoded.
 
-    ``reduction`` 2, 4 or 8 decodes a JPEG at that fraction of its size with libjpeg's DCT
-    scaling (cheaper than a full decode; pixel i then stands for original pixels f i .. f i +
-    f - 1); pass it only for JPEG files (`is_jpeg`): OpenCV would resize other formats after a
-    full decode. The decoder writes RGB itself: no BGR -> RGB pass over the image.
+    JPEGs are decoded by libjpeg-turbo through simplejpeg: the same pixels as OpenCV's decoder
+    (tested), measured 1.45x faster here (1.3 against 1.9 ms for a 640x425 COCO image, one
+    thread), and strict: a truncated or corrupt file is an error, where OpenCV fills the missing
+    part with grey. ``reduction`` 2, 4 or 8 decodes at that fraction of the size with libjpeg's
+    DCT scaling (pixel i then stands for original pixels f i .. f i + f - 1); other formats
+    decode in full with OpenCV, so pass it only for JPEG files (`is_jpeg`).
     """
-    flags = cv2.IMREAD_COLOR_RGB | REDUCED_DECODE_FLAGS.get(reduction, 0)
-    return cv2.imread(path, flags)
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError:
+        return None
+    if data[:2].tobytes() == JPEG_START:
+        try:
+            if reduction == 1:
+                return simplejpeg.decode_jpeg(data, colorspace="RGB")
+            # The smallest of libjpeg's scales (M / 8) that keeps this size is exactly 1 / f.
+            height, width = simplejpeg.decode_jpeg_header(data)[:2]
+            return simplejpeg.decode_jpeg(
+                data,
+                colorspace="RGB",
+                min_height=-(-height // reduction),
+                min_width=-(-width // reduction),
+            )
+        except ValueError:
+            if not _not_rgb_convertible(data):
+                return None  # truncated or corrupt
+    return cv2.imdecode(data, cv2.IMREAD_COLOR_RGB)
+
+
+def _not_rgb_convertible(data: np.ndarray) -> bool:
+    try:
+        return simplejpeg.decode_jpeg_header(data)[2] in NOT_RGB_CONVERTIBLE
+    except ValueError:
+        return False
 
 
 def is_jpeg(path: str) -> bool:
