@@ -17,7 +17,9 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from posesuite.data.photometric import PhotometricAugmentation
 from posesuite.data.records import DataError, PersonRecord
+from posesuite.data.sampler import MultiSourceSampler
 from posesuite.data.sources.coco import CocoSplit, read_coco_keypoints, read_detections
+from posesuite.data.sources.mixing import MixedDataset, Source
 from posesuite.data.transforms import CropPlan, TopDownTransform
 from posesuite.skeleton import Skeleton
 
@@ -237,6 +239,10 @@ class PoseDataModule(L.LightningDataModule):
     evaluation crops are always decoded in full, as the reference protocols do.
     ``device_jpeg_decode`` (for GPU runs) moves the decoding of every JPEG, and the crop's
     warp, from the workers to the training device (`decode_crops_on_device`).
+
+    ``sources`` (`posesuite.data.sources.mixing.Source` by name): train on these sources, each
+    mapped into the skeleton and drawn at its ratio by a `MultiSourceSampler` seeded with
+    ``seed``, instead of the dataset's train split alone; their mappings are checked here.
     """
 
     def __init__(
@@ -256,6 +262,8 @@ class PoseDataModule(L.LightningDataModule):
         persistent_workers: bool = True,
         decode_reduced: bool = False,
         device_jpeg_decode: bool = False,
+        sources: Mapping[str, Source] | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if box_source not in {"gt", "detections"}:
@@ -275,6 +283,10 @@ class PoseDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers and num_workers > 0
         self.decode_reduced = decode_reduced
         self.device_jpeg_decode = device_jpeg_decode
+        self.sources = [
+            source.bind(name, self.skeleton, root) for name, source in (sources or {}).items()
+        ]
+        self.seed = seed
         self.photometric: PhotometricAugmentation | None = None
         self.train_split: CocoSplit | None = None
         self.val_split: CocoSplit | None = None
@@ -307,15 +319,25 @@ class PoseDataModule(L.LightningDataModule):
         self._splits()
         k = self.skeleton.num_keypoints
         if stage in (None, "fit") and self.train_set is None:
-            records = read_coco_keypoints(self.train_split.annotations, self.train_split.images, k)
             transform = self.train_transform(skeleton=self.skeleton)
-            self.train_set = TopDownDataset(
-                records, transform, self.decode_reduced, self.device_jpeg_decode
-            )
+
+            def dataset(records: list[PersonRecord]) -> TopDownDataset:
+                return TopDownDataset(
+                    records, transform, self.decode_reduced, self.device_jpeg_decode
+                )
+
+            if self.sources:
+                parts = [dataset(source.records()) for source in self.sources]
+                self.train_set = MixedDataset(parts)
+                for source, part in zip(self.sources, parts, strict=True):
+                    log.info("train: %d people from source %r", len(part), source.name)
+            else:
+                split = self.train_split
+                self.train_set = dataset(read_coco_keypoints(split.annotations, split.images, k))
+                log.info("train: %d people from %s", len(self.train_set), split.annotations)
             augmentation = transform.augmentation
             if augmentation is not None and augmentation.photometric:
                 self.photometric = PhotometricAugmentation()
-            log.info("train: %d people from %s", len(records), self.train_split.annotations)
         if self.val_set is None:
             split = self.val_split
             if self.box_source == "detections":
@@ -331,13 +353,20 @@ class PoseDataModule(L.LightningDataModule):
             )
             log.info("val: %d %s boxes from %s", len(records), self.box_source, split.annotations)
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(
+        self,
+        dataset: Dataset,
+        batch_size: int,
+        shuffle: bool,
+        sampler: MultiSourceSampler | None = None,
+    ) -> DataLoader:
         if self.num_workers > 0:
             stop_opencv_threads()
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             drop_last=shuffle,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
@@ -365,7 +394,12 @@ class PoseDataModule(L.LightningDataModule):
         return batch
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
+        sampler = None
+        if self.sources:  # built here, where the process group (if any) is up
+            sizes = [len(part) for part in self.train_set.datasets]
+            ratios = [source.ratio for source in self.sources]
+            sampler = MultiSourceSampler(sizes, ratios, seed=self.seed)
+        return self._loader(self.train_set, self.batch_size, shuffle=True, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, self.val_batch_size, shuffle=False)

@@ -139,9 +139,13 @@ class TopDownTransform:
 
     def crop_targets(self, record: PersonRecord, plan: CropPlan) -> dict[str, np.ndarray]:
         """Everything of the sample but the image: crop-space keypoints, weights, visibility
-        flags, the affine and the box area."""
+        flags, the source's keypoint mask, the affine and the box area."""
         keypoints = record.keypoints[:, :2].astype(np.float64)
         visibility = np.rint(record.keypoints[:, 2]).clip(0, 2).astype(np.uint8)
+        if record.keypoint_mask is None:
+            keypoint_mask = np.ones(len(keypoints), dtype=bool)
+        else:
+            keypoint_mask = np.asarray(record.keypoint_mask, dtype=bool)
         labelled = visibility > 0
         crop_keypoints = apply_affine(keypoints, plan.matrix)
         width, height = self.input_size
@@ -156,10 +160,12 @@ class TopDownTransform:
             crop_keypoints = crop_keypoints[self.skeleton.flip_index]
             weight = weight[self.skeleton.flip_index]
             visibility = visibility[self.skeleton.flip_index]
+            keypoint_mask = keypoint_mask[self.skeleton.flip_index]
         return {
             "keypoints": crop_keypoints.astype(np.float32),
             "keypoint_weight": weight,  # labelled and inside the crop
             "visibility": visibility,  # the annotation's flag: 0 unlabelled, 1 occluded, 2 visible
+            "keypoint_mask": keypoint_mask,  # the joints the record's source annotates at all
             "affine": plan.matrix.astype(np.float32),
             "area": np.float32(plan.size[0] * plan.size[1]),
         }
