@@ -82,14 +82,24 @@ def read_coco_keypoints(
     """Ground-truth person records, standard protocol: skip crowd and keypoint-less people.
 
     Boxes are clipped to the image; people with an empty box are dropped, as in the reference
-    top-down code.
+    top-down code. A file with no usable person is a `DataError` that says why (an empty split
+    would otherwise surface as torch's ``num_samples=0``).
     """
     ann_file, image_dir = Path(ann_file), Path(image_dir)
     coco = load_json(ann_file)
     images = _index_images(coco, ann_file, image_dir)
+    annotations = coco.get("annotations", [])
+    # Why annotations were left out, for the message when none is left.
+    dropped = dict.fromkeys(
+        ("of another category", "crowd", "without labelled keypoints", "empty box"), 0
+    )
     records = []
-    for ann in coco.get("annotations", []):
-        if ann.get("category_id", category_id) != category_id or ann.get("iscrowd", 0):
+    for ann in annotations:
+        if ann.get("category_id", category_id) != category_id:
+            dropped["of another category"] += 1
+            continue
+        if ann.get("iscrowd", 0):
+            dropped["crowd"] += 1
             continue
         ann_id, image_id = ann.get("id"), ann.get("image_id")
         where = f"{ann_file}: annotation id {ann_id} (image id {image_id})"
@@ -103,10 +113,12 @@ def read_coco_keypoints(
             )
         keypoints = keypoints.reshape(num_keypoints, 3)
         if not (keypoints[:, 2] > 0).any():
+            dropped["without labelled keypoints"] += 1
             continue
         image = images[image_id]
         box = _clip_box(ann.get("bbox"), image, where)
         if box is None:
+            dropped["empty box"] += 1
             continue
         records.append(
             PersonRecord(
@@ -118,7 +130,20 @@ def read_coco_keypoints(
                 area=float(ann.get("area", box[2] * box[3])),
             )
         )
+    if not records:
+        raise DataError(
+            f"{ann_file}: no usable people (category_id {category_id}, not crowd, at least one "
+            f"labelled keypoint, a non-empty box): {no_people_reason(len(annotations), dropped)}"
+        )
     return records
+
+
+def no_people_reason(num_annotations: int, dropped: dict[str, int]) -> str:
+    """``'no annotations'`` or e.g. ``'3 annotations: 2 crowd, 1 without labelled keypoints'``."""
+    if not num_annotations:
+        return "no annotations"
+    counts = ", ".join(f"{count} {reason}" for reason, count in dropped.items() if count)
+    return f"{num_annotations} annotations: {counts}"
 
 
 def read_detections(
