@@ -21,6 +21,16 @@ from posesuite.skeleton import Skeleton
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# The checkpoint entry that says which model and skeleton the weights belong to.
+CHECKPOINT_KEY = "posesuite"
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint's weights do not fit the configured model; the message names both models."""
+
+
+class NonFinitePredictions(RuntimeError):
+    """The network predicted NaN or infinite keypoints; the message says where they come from."""
 
 
 class PoseEstimationModule(L.LightningModule):
@@ -59,6 +69,14 @@ class PoseEstimationModule(L.LightningModule):
         )
         self.val_metric: PoseMetric | None = None
         self.last_evaluation: Evaluation | None = None
+        # The model's config (``cfg.model``), stored in checkpoints to name the model they hold.
+        self.model_config: dict[str, Any] | None = None
+        # Samples dropped by the loaders (unreadable images): training in total (kept across a
+        # resume), validation in the current / last evaluation; summed over processes in
+        # `skipped_samples` at the end of each evaluation.
+        self.train_skipped = 0
+        self.val_skipped = 0
+        self.skipped_samples = {"train": 0, "val": 0}
         if channels_last:
             self.network.to(memory_format=torch.channels_last)
 
@@ -119,6 +137,7 @@ class PoseEstimationModule(L.LightningModule):
 
     # --- steps -------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        self.train_skipped += int(batch["num_skipped"])
         self.log(
             "train/skipped_samples",
             float(batch["num_skipped"]),
@@ -145,9 +164,12 @@ class PoseEstimationModule(L.LightningModule):
                 "ground-truth file (val_annotations), such as "
                 "posesuite.data.datamodule.PoseDataModule"
             )
+        self.val_skipped += int(batch["num_skipped"])
         if "image" not in batch:
             return
         poses = self.predict_poses(batch)
+        if not torch.isfinite(poses).all():
+            raise NonFinitePredictions(self.non_finite_cause(poses, batch))
         self.val_metric.update(
             sample_ids=batch["sample_id"],
             image_ids=batch["image_id"],
@@ -157,8 +179,14 @@ class PoseEstimationModule(L.LightningModule):
             boxes=batch["box"],
         )
 
+    def on_validation_epoch_start(self) -> None:
+        self.val_skipped = 0
+
     def on_validation_epoch_end(self) -> None:
         """Gather (every rank), post-process, evaluate; every rank gets the same values."""
+        skipped = torch.tensor([self.train_skipped, self.val_skipped], device=self.device)
+        train, val = self.trainer.strategy.reduce(skipped, reduce_op="sum").tolist()
+        self.skipped_samples = {"train": int(train), "val": int(val)}
         raw = self.val_metric.people()
         kept = self.person_filter(raw)
         values = self.val_metric.evaluate(kept)
@@ -169,3 +197,82 @@ class PoseEstimationModule(L.LightningModule):
             self.log(
                 f"val/{name}", value, prog_bar=name == self.val_metric.primary, sync_dist=False
             )
+
+    def non_finite_cause(self, poses: torch.Tensor, batch: Mapping[str, Any]) -> str:
+        """Which people got NaN / infinite keypoints, and whether the weights are to blame."""
+        bad_people = ~torch.isfinite(poses).flatten(1).all(dim=1)
+        image_ids = sorted({int(i) for i in batch["image_id"][bad_people.cpu()]})
+        where = (
+            f"the network predicted NaN or infinite keypoints for {int(bad_people.sum())} of "
+            f"{len(poses)} people of a batch (image ids {image_ids[:5]})"
+        )
+        broken = [name for name, p in self.named_parameters() if not torch.isfinite(p).all()]
+        checkpoint = getattr(self._trainer, "ckpt_path", None) or "the current weights"
+        if broken:
+            return (
+                f"{where}: {len(broken)} weight tensors of {checkpoint} hold NaN or inf (e.g. "
+                f"{broken[0]}), as after a training that diverged; evaluate an earlier checkpoint"
+            )
+        return f"{where}, although the weights of {checkpoint} are finite: check those images"
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def checkpoint_description(self) -> dict[str, Any]:
+        """What the weights belong to: the model's config, the skeleton's name and keypoints."""
+        return {
+            "model": self.model_config,
+            "network": type(self.network).__name__,
+            "skeleton": {"name": self.skeleton.name, "keypoints": list(self.skeleton.keypoints)},
+            "skipped_train_samples": self.train_skipped,
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CHECKPOINT_KEY] = self.checkpoint_description()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Runs before the weights are loaded: a checkpoint of another model ends in one line
+        naming both models, instead of one ``size mismatch`` line per tensor."""
+        stored = checkpoint.get(CHECKPOINT_KEY) or {}
+        difference = state_dict_difference(checkpoint.get("state_dict", {}), self.state_dict())
+        if difference:
+            path = getattr(self._trainer, "ckpt_path", None) or "the checkpoint"
+            raise CheckpointMismatch(
+                f"{path} holds {describe_model(stored)}, the config builds "
+                f"{describe_model(self.checkpoint_description())} ({difference}): choose the "
+                f"checkpoint's model and skeleton (model=..., skeleton=...) or another checkpoint"
+            )
+        if self._trainer is not None and self._trainer.state.fn == "fit":  # resuming: it goes on
+            self.train_skipped = int(stored.get("skipped_train_samples", 0))
+
+
+def describe_model(description: Mapping[str, Any]) -> str:
+    """E.g. ``model simplebaseline_res18 (TopDownNet) for skeleton coco17 (17 keypoints)``."""
+    if not description:
+        return "a model of unknown config (a checkpoint saved without posesuite's description)"
+    name = (description.get("model") or {}).get("name", "unnamed")
+    skeleton = description.get("skeleton") or {}
+    keypoints = len(skeleton.get("keypoints", []))
+    return (
+        f"model {name} ({description.get('network')}) for skeleton "
+        f"{skeleton.get('name')} ({keypoints} keypoints)"
+    )
+
+
+def state_dict_difference(
+    stored: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]
+) -> str:
+    """How two state dicts differ, in a few words ('' when every tensor fits)."""
+    missing = [k for k in expected if k not in stored]
+    unexpected = [k for k in stored if k not in expected]
+    resized = [k for k in expected if k in stored and stored[k].shape != expected[k].shape]
+    parts = []
+    if resized:
+        first = resized[0]
+        parts.append(
+            f"{len(resized)} tensors differ in shape, e.g. {first}: "
+            f"{tuple(stored[first].shape)} in the checkpoint, {tuple(expected[first].shape)} here"
+        )
+    if missing:
+        parts.append(f"{len(missing)} missing, e.g. {missing[0]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected, e.g. {unexpected[0]}")
+    return "; ".join(parts)
