@@ -7,7 +7,9 @@ from omegaconf import DictConfig
 
 def run_task(cfg: DictConfig) -> float | None:
     from posesuite.tasks import evaluate, postprocess, summary, train
+    from posesuite.tasks.common import log_lightning_once
 
+    log_lightning_once()
     tasks = {
         "train": train.train,
         "eval": evaluate.evaluate,

@@ -16,10 +16,11 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, read_write
+from lightning.pytorch.callbacks import Checkpoint
+from omegaconf import DictConfig, OmegaConf, read_write
 
 from posesuite.data.datamodule import PoseDataModule
-from posesuite.lit.callbacks import RunOutputs
+from posesuite.lit.callbacks import RunOutputs, StopOnDivergence
 from posesuite.lit.module import PoseEstimationModule
 
 log = logging.getLogger(__name__)
@@ -30,19 +31,43 @@ def build_datamodule(cfg: DictConfig) -> PoseDataModule:
 
 
 def build_module(cfg: DictConfig) -> PoseEstimationModule:
-    return hydra.utils.instantiate(cfg.model.module, _convert_="partial")
+    """The configured module; its checkpoints carry ``cfg.model`` to name the model they hold."""
+    module = hydra.utils.instantiate(cfg.model.module, _convert_="partial")
+    module.model_config = OmegaConf.to_container(cfg.model, resolve=True)
+    return module
 
 
-def build_trainer(cfg: DictConfig) -> L.Trainer:
+def build_trainer(cfg: DictConfig, training: bool = True) -> L.Trainer:
     """The configured trainer, with `RunOutputs` always among its callbacks (every run writes
-    its metrics.json and predictions)."""
+    its metrics.json and predictions) and, for training, `StopOnDivergence`. An evaluation
+    (``training=False``) leaves the checkpoint callbacks out: it writes no checkpoint."""
     # DistributedSampler pads the last batch with repeated samples; our metrics de-duplicate on
     # sample_id, so Lightning's advice to validate on one device does not apply.
     warnings.filterwarnings("ignore", message=r".*DistributedSampler.*replicates some samples")
+    # A resumed run writes its checkpoints into its own folder, not the one it resumes from:
+    # that the folder changed is expected (logged by the train task), not worth a warning.
+    warnings.filterwarnings("ignore", message=r".*The dirpath has changed from")
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    if training:
+        callbacks.append(StopOnDivergence())
+    else:
+        callbacks = [c for c in callbacks if not isinstance(c, Checkpoint)]
     callbacks.append(RunOutputs(output_dir(cfg)))
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    extra = {} if training else {"enable_checkpointing": False}
+    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers, **extra)
+
+
+def log_lightning_once() -> None:
+    """Drop the console handler the ``lightning`` package adds to its logger at import.
+
+    Its records also reach the root logger, which Hydra configures (console and the run's log
+    file), so each Lightning INFO line would otherwise be printed twice.
+    """
+    if logging.getLogger().handlers:  # keep Lightning's own output where nothing else prints
+        lightning_logger = logging.getLogger("lightning")
+        for handler in list(lightning_logger.handlers):
+            lightning_logger.removeHandler(handler)
 
 
 def output_dir(cfg: DictConfig) -> Path:
@@ -52,12 +77,12 @@ def output_dir(cfg: DictConfig) -> Path:
 
 
 @contextlib.contextmanager
-def trainer_session(cfg: DictConfig) -> Iterator[L.Trainer]:
-    """Set-up and clean-up around a task's trainer, also when the task fails: the DDP launch
-    made safe for sweeps, loggers finished, the process group destroyed."""
+def trainer_session(cfg: DictConfig, training: bool = True) -> Iterator[L.Trainer]:
+    """Set-up and clean-up around a task's trainer (`build_trainer`), also when the task fails:
+    the DDP launch made safe for sweeps, loggers finished, the process group destroyed."""
     trainer = None
     try:
-        trainer = build_trainer(cfg)
+        trainer = build_trainer(cfg, training)
         with ddp_safe_launch():
             yield trainer
     finally:

@@ -25,6 +25,6 @@ def evaluate(cfg: DictConfig) -> float | None:
         log.warning("task=eval without ckpt_path: evaluating randomly initialised weights")
     datamodule = build_datamodule(cfg)
     module = build_module(cfg)
-    with trainer_session(cfg) as trainer:
+    with trainer_session(cfg, training=False) as trainer:
         trainer.validate(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
         return optimized_value(cfg, trainer.callback_metrics)

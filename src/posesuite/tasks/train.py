@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
@@ -12,6 +14,8 @@ from posesuite.tasks.common import (
     optimized_value,
     trainer_session,
 )
+
+log = logging.getLogger(__name__)
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -24,6 +28,9 @@ def train(cfg: DictConfig) -> float | None:
             print_config_tree(cfg)
         for logger in trainer.loggers:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        if cfg.get("ckpt_path"):
+            folders = sorted({str(c.dirpath) for c in trainer.checkpoint_callbacks})
+            log.info("resuming %s; this run's checkpoints go to %s", cfg.ckpt_path, folders)
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         best = best_checkpoint(trainer)
         trainer.validate(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
