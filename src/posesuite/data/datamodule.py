@@ -341,17 +341,19 @@ class PoseDataModule(L.LightningDataModule):
         if self.val_set is None:
             split = self.val_split
             if self.box_source == "detections":
+                boxes_file = self.val_detections()
                 records = read_detections(
-                    self.val_detections(), split.annotations, split.images, k, self.det_min_score
+                    boxes_file, split.annotations, split.images, k, self.det_min_score
                 )
             else:
+                boxes_file = split.annotations
                 records = read_coco_keypoints(split.annotations, split.images, k)
             self.val_set = TopDownDataset(
                 records,
                 self.val_transform(skeleton=self.skeleton),
                 device_jpeg_decode=self.device_jpeg_decode,
             )
-            log.info("val: %d %s boxes from %s", len(records), self.box_source, split.annotations)
+            log.info("val: %d %s boxes from %s", len(records), self.box_source, boxes_file)
 
     def _loader(
         self,
