@@ -42,9 +42,8 @@ def read_image(path: str, reduction: int = 1) -> np.ndarray | None:
     """RGB uint8 image, or None when the file cannot be read or decoded.
 
     JPEGs are decoded by libjpeg-turbo through simplejpeg: the same pixels as OpenCV's decoder
-    (tested), straight into RGB at the cost of OpenCV's BGR decode (OpenCV's own RGB decode
-    took 1.9 against 1.3 ms for a 640x425 COCO image, one thread), and strict: a truncated or
-    corrupt file is an error, where OpenCV fills the missing part with grey. ``reduction`` 2, 4
+    (tested), about as fast (1.3-1.5 ms for a 640x425 COCO image either way, one thread), and
+    strict: a truncated or corrupt file is an error, where OpenCV fills the missing part with grey. ``reduction`` 2, 4
     or 8 decodes at that fraction of the size with libjpeg's DCT scaling (pixel i then stands
     for original pixels f i .. f i + f - 1); other formats decode in full with OpenCV, so pass
     it only for JPEG files (`is_jpeg`).
