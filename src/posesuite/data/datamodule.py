@@ -43,10 +43,10 @@ def read_image(path: str, reduction: int = 1) -> np.ndarray | None:
 
     JPEGs are decoded by libjpeg-turbo through simplejpeg: the same pixels as OpenCV's decoder
     (tested), about as fast (1.3-1.5 ms for a 640x425 COCO image either way, one thread), and
-    strict: a truncated or corrupt file is an error, where OpenCV fills the missing part with grey. ``reduction`` 2, 4
-    or 8 decodes at that fraction of the size with libjpeg's DCT scaling (pixel i then stands
-    for original pixels f i .. f i + f - 1); other formats decode in full with OpenCV, so pass
-    it only for JPEG files (`is_jpeg`).
+    strict: a truncated or corrupt file is an error, where OpenCV fills the missing part with
+    grey. ``reduction`` 2, 4 or 8 decodes at that fraction of the size with libjpeg's DCT
+    scaling (pixel i then stands for original pixels f i .. f i + f - 1); other formats decode
+    in full with OpenCV, so pass it only for JPEG files (`is_jpeg`).
     """
     try:
         data = np.fromfile(path, np.uint8)
