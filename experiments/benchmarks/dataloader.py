@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import albumentations as A
 import cv2
 import numpy as np
 import torch
@@ -48,7 +47,7 @@ from posesuite.data.datamodule import (
     read_image,
 )
 from posesuite.data.geometry import box_to_center_scale, crop_affine
-from posesuite.data.photometric import PhotometricAugmentation
+from posesuite.data.photometric import PhotometricAugmentation, albumentations_reference
 from posesuite.data.records import PersonRecord
 from posesuite.data.sources.coco import read_coco_keypoints
 from posesuite.data.transforms import Augmentation, TopDownTransform
@@ -213,22 +212,9 @@ def data_loader_rate(
     return done / elapsed
 
 
-def albumentations_photometric(seed: int) -> A.Compose:
-    """The photometric pipeline the workers ran on each crop before it moved to the device."""
-    return A.Compose(
-        [
-            A.RandomBrightnessContrast(brightness_limit=0.25, contrast_limit=0.25, p=0.5),
-            A.HueSaturationValue(p=0.3),
-            A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.MotionBlur(blur_limit=(3, 5))], p=0.15),
-            A.GaussNoise(std_range=(0.02, 0.06), p=0.15),
-        ],
-        seed=seed,
-    )
-
-
 def with_worker_photometric(step: Callable[[int], dict[str, Any]]) -> Callable[[int], Any]:
     """A dataset step followed by the former worker-side photometric step on its crop."""
-    pipeline = albumentations_photometric(seed=0)
+    pipeline = albumentations_reference(seed=0)
 
     def augmented(index: int) -> np.ndarray:
         crop = step(index)["image"].transpose(1, 2, 0)
@@ -360,7 +346,7 @@ def part_steps(
     def reduced_read(index: int) -> np.ndarray:
         return read_image(paths[index], plans.plan(records[index]).decode_reduction())
 
-    photometric = albumentations_photometric(seed=0)
+    photometric = albumentations_reference(seed=0)
     crops = [
         np.ascontiguousarray(
             TopDownTransform(skeleton, input_size)(record, [frames[record.image_path]])[

@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 
 import albucore
-import albumentations as A
 import cv2
 import lightning as L
 import numpy as np
@@ -22,6 +21,7 @@ from posesuite.data.photometric import (
     PhotometricAugmentation,
     add_noise,
     adjust_brightness_contrast,
+    albumentations_reference,
     filter_each,
     gaussian_kernels,
     motion_kernels,
@@ -35,19 +35,6 @@ NUM_CROPS = 3000
 # 0.039 (0.013-0.031 per statistic); the 0.1% critical value for n = m = 3000 is
 # 1.95 sqrt(2 / 3000) = 0.050.
 KS_TOLERANCE = 0.050
-
-
-def albumentations_pipeline(seed: int) -> A.Compose:
-    """The pipeline the workers ran on each crop before it moved to the device."""
-    return A.Compose(
-        [
-            A.RandomBrightnessContrast(brightness_limit=0.25, contrast_limit=0.25, p=0.5),
-            A.HueSaturationValue(p=0.3),
-            A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.MotionBlur(blur_limit=(3, 5))], p=0.15),
-            A.GaussNoise(std_range=(0.02, 0.06), p=0.15),
-        ],
-        seed=seed,
-    )
 
 
 def fixed_crops(count: int = 4, size: tuple[int, int] = (48, 64)) -> list[np.ndarray]:
@@ -101,7 +88,7 @@ def statistics_of(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, np.nd
 
 
 def albumentations_statistics(seed: int) -> dict[str, np.ndarray]:
-    pipeline, crops = albumentations_pipeline(seed), fixed_crops()
+    pipeline, crops = albumentations_reference(seed), fixed_crops()
     pairs = []
     for index in range(NUM_CROPS):
         crop = crops[index % len(crops)]

@@ -269,3 +269,20 @@ def filter_each(images: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     weight = kernels.repeat_interleave(channels, 0)[:, None]
     filtered = F.conv2d(padded, weight, groups=count * channels)
     return torch.round(filtered.clamp(0, 255)).view(count, channels, height, width)
+
+
+def albumentations_reference(seed: int):
+    """The albumentations pipeline the workers ran on each crop before the photometric step moved
+    to the device, which `PhotometricAugmentation` reproduces in distribution: for the tests and
+    the data-loader benchmark that compare the two."""
+    import albumentations as A  # only the comparisons need it
+
+    return A.Compose(
+        [
+            A.RandomBrightnessContrast(brightness_limit=0.25, contrast_limit=0.25, p=0.5),
+            A.HueSaturationValue(p=0.3),
+            A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.MotionBlur(blur_limit=(3, 5))], p=0.15),
+            A.GaussNoise(std_range=(0.02, 0.06), p=0.15),
+        ],
+        seed=seed,
+    )
