@@ -155,13 +155,18 @@ def cpn_one_batch_history(root: Path, seed: int) -> list[dict[str, float]]:
     optimizer = module.optimizer_factory(params=module.network.parameters())
     module.train()
     history = []
-    for _ in range(17):
-        optimizer.zero_grad()
-        outputs = module(batch["image"])
-        losses = module.loss(outputs, module.codec.encode(batch, outputs))
-        losses["loss"].backward()
-        optimizer.step()
-        history.append({name: value.item() for name, value in losses.items()})
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        for _ in range(17):
+            optimizer.zero_grad()
+            outputs = module(batch["image"])
+            losses = module.loss(outputs, module.codec.encode(batch, outputs))
+            losses["loss"].backward()
+            optimizer.step()
+            history.append({name: value.item() for name, value in losses.items()})
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
     return history
 
 
@@ -171,7 +176,8 @@ def test_cpn_experiment_trains_on_synthetic_data_and_its_loss_falls(tmp_path):
 
     The heatmap convs start near zero, so the first loss is about the all-zero maps' one; Adam's
     first update (the paper's recipe has no warm-up) then overshoots. From there both the GlobalNet
-    and the RefineNet terms must fall to a quarter of their value after the first update."""
+    and the RefineNet terms must fall to a quarter of their value after the first update: over
+    seeds 0-4 (experiments/learning_tests) they fell to 0.082-0.115 and 0.010-0.021 of it."""
     history = cpn_one_batch_history(tmp_path, seed=0)
     after_first_update, last = history[1], history[-1]
     for term in ("loss_global", "loss_refine"):

@@ -272,24 +272,29 @@ def baseline_learning(learning_root, tmp_path_factory) -> tuple[list[float], lis
 
 @pytest.mark.slow
 def test_short_training_lowers_the_loss_and_raises_ap(baseline_learning):
+    """The default recipe, 300 steps from random weights. Over seeds 0-4
+    (experiments/learning_tests, deterministic algorithms) the mean of the last three logged
+    losses was 0.62-0.79 of the first three (heatmap MSE is mostly background, so it falls
+    slowly), validation AP 0.160-0.186 halfway and 0.279-0.290 at the end, a gain of
+    0.093-0.124: the thresholds lie outside those spreads."""
     losses, aps = baseline_learning
     first, last = np.mean(losses[:3]), np.mean(losses[-3:])
-    # Heatmap MSE is mostly background, so it falls slowly (measured 1.20e-3 -> 0.89e-3)
-    assert last < 0.85 * first, losses
-    # Validation halfway, at the end, then the final evaluation (measured 0.172, 0.291)
-    halfway, end = aps[0], aps[1]
-    assert end > halfway + 0.05 and end > 0.15, aps
+    assert last < 0.9 * first, losses
+    halfway, end = aps[0], aps[1]  # validation halfway and at the end (the final eval follows)
+    assert end > halfway + 0.05 and end > 0.2, aps
 
 
 @pytest.mark.slow
 def test_cpn_r50_keeps_up_with_the_baseline_on_the_same_budget(
     baseline_learning, learning_root, tmp_path
 ):
-    """CPN-R50 (the CPU-sized CPN config with a ResNet-50) against the default SimpleBaseline:
-    same images, steps, batch and schedule shape (CPN at its config's rate, 2e-3). Measured: AP
-    0.109 -> 0.169 against the baseline's 0.172 -> 0.291 (a ResNet-50 from random weights starts
-    slower; at 600 steps CPN-R18 reaches 0.23-0.30 against 0.363: experiments/cpn/README.md)."""
+    """CPN-R50 (the CPU-sized CPN config with a ResNet-50, official GlobalNet loss rule) against
+    the default SimpleBaseline: same images, steps, batch and schedule shape (CPN at its config's
+    rate, 2e-3). Over seeds 0-4 (experiments/learning_tests): AP 0.051-0.078 halfway, 0.126-0.162
+    at the end (a gain of 0.048-0.090), 0.45-0.58 of the baseline's end AP of the same seed (a
+    ResNet-50 from random weights starts slower): the thresholds lie outside those spreads."""
     run([*learning_data(learning_root), *CPN_R50], tmp_path)
     _, cpn_aps = learning_curve(tmp_path)
     _, baseline_aps = baseline_learning
-    assert cpn_aps[1] > cpn_aps[0] and cpn_aps[1] > 0.5 * baseline_aps[1], (cpn_aps, baseline_aps)
+    assert cpn_aps[1] > cpn_aps[0] + 0.02, cpn_aps
+    assert cpn_aps[1] > 0.35 * baseline_aps[1], (cpn_aps, baseline_aps)
