@@ -24,6 +24,7 @@ TOY_FAMILY = [
     "~model.module.codec.sigma",
     "~model.module.codec.refine",
     "~model.module.codec.blur_kernel",
+    "~model.module.codec.out_of_crop",
     "model.module.loss._target_=toy_regression.WeightedL1",
     "~model.module.loss.joint_weights",
 ]
