@@ -34,6 +34,7 @@ from machine import machine_info, warn_if_busy, write_results
 from torch.utils.data import DataLoader
 
 import posesuite.config  # noqa: F401  (registers the ${len:} and ${repo_root:} resolvers)
+from posesuite.data.batch import flatten_time
 from posesuite.lit.module import PoseEstimationModule
 from posesuite.paths import CONF_DIR, REPO_ROOT
 
@@ -135,17 +136,17 @@ def build_module(model_cfg: Any, seed: int) -> PoseEstimationModule:
 def fixed_batch(
     batch_size: int, input_size: tuple[int, int], num_keypoints: int, seed: int
 ) -> dict[str, Any]:
-    """Random uint8 crops with every keypoint labelled and inside the crop."""
+    """Random uint8 crops (one frame each) with every keypoint labelled and inside the crop."""
     generator = torch.Generator().manual_seed(seed)
     width, height = input_size
     return {
         "image": torch.randint(
-            0, 256, (batch_size, 3, height, width), dtype=torch.uint8, generator=generator
+            0, 256, (batch_size, 1, 3, height, width), dtype=torch.uint8, generator=generator
         ),
-        "keypoints": torch.rand(batch_size, num_keypoints, 2, generator=generator)
+        "keypoints": torch.rand(batch_size, 1, num_keypoints, 2, generator=generator)
         * torch.tensor([width - 1.0, height - 1.0]),
-        "keypoint_weight": torch.ones(batch_size, num_keypoints),
-        "visibility": torch.full((batch_size, num_keypoints), 2, dtype=torch.uint8),
+        "keypoint_weight": torch.ones(batch_size, 1, num_keypoints),
+        "visibility": torch.full((batch_size, 1, num_keypoints), 2, dtype=torch.uint8),
         "num_skipped": 0,
     }
 
@@ -183,8 +184,8 @@ class PlainLoop:
             for name, value in self.batch.items()
         }
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.precision.bf16):
-            outputs = module.network(module.normalize(batch["image"]))
-            targets = module.codec.encode(batch, outputs)
+            outputs = module.network(module.normalize(batch["image"].flatten(0, 1)))
+            targets = module.codec.encode(flatten_time(batch), outputs)
             loss = module.loss(outputs, targets)["loss"]
         self.optimizer.zero_grad()
         loss.backward()

@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from posesuite.data.datamodule import TopDownDataset, collate_skipping, read_image
+from posesuite.data.datamodule import TopDownDataset, collate_skipping
+from posesuite.data.decoding import read_image
 from posesuite.data.sources.coco import read_coco_keypoints
 from posesuite.data.transforms import TopDownTransform
 from posesuite.skeleton import load_skeleton

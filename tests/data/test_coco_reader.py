@@ -33,7 +33,7 @@ def test_detections_become_box_records(real_data_dir):
     records = read_detections(det_file, coco_dir / "test_coco.json", coco_dir, 17, min_score=0.0)
     assert len(records) == len(detections)
     assert {r.box_score for r in records} == {d["score"] for d in detections}
-    assert all(r.keypoints.shape == (17, 3) and not r.keypoints.any() for r in records)
+    assert all(r.keypoints.shape == (1, 17, 3) and not r.keypoints.any() for r in records)
 
 
 @pytest.fixture

@@ -10,21 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from posesuite.data.datamodule import (
-    TopDownDataset,
-    collate_skipping,
-    decode_crops_on_device,
-    read_image,
-)
+from posesuite.data.datamodule import TopDownDataset, collate_skipping, decode_crops_on_device
+from posesuite.data.decoding import decode_reduction, read_image, reduced_to_original
 from posesuite.data.geometry import apply_affine, invert_affine, warp_image
 from posesuite.data.sources.coco import read_coco_keypoints
 from posesuite.data.sources.synthetic import SyntheticSpec, ensure_synthetic_coco
-from posesuite.data.transforms import (
-    Augmentation,
-    CropPlan,
-    TopDownTransform,
-    decode_reduction,
-)
+from posesuite.data.transforms import Augmentation, CropPlan, TopDownTransform
 from posesuite.skeleton import load_skeleton
 
 SKELETON = load_skeleton("coco17")
@@ -95,12 +86,12 @@ def test_joints_land_on_real_crops_decoded_at_reduced_scale(real_data_dir, tmp_p
         zoom = np.sqrt(abs(np.linalg.det(plan.matrix[:, :2])))
         radius = max(3 * reduction, round(6 / zoom))  # ~6 crop pixels, several reduced pixels
         for k in range(17):
-            x, y = targets["keypoints"][k]
+            x, y = targets["keypoints"][0, k]
             margin = radius * zoom + 2
-            if targets["keypoint_weight"][k] == 0 or min(x, y, 95 - x, 127 - y) < margin:
+            if targets["keypoint_weight"][0, k] == 0 or min(x, y, 95 - x, 127 - y) < margin:
                 continue
             source = SKELETON.flip_index[k] if plan.flip else k
-            sx, sy = record.keypoints[source, :2]
+            sx, sy = record.keypoints[0, source, :2]
             if min(sx, sy, width - 1 - sx, height - 1 - sy) < radius + reduction:
                 continue
             canvas = np.zeros((height, width, 3), np.uint8)
@@ -108,7 +99,8 @@ def test_joints_land_on_real_crops_decoded_at_reduced_scale(real_data_dir, tmp_p
             cv2.circle(canvas, centre, radius * 16, (255, 255, 255), -1, cv2.LINE_AA, 4)
             path = str(tmp_path / "disc.jpg")
             cv2.imwrite(path, canvas, [cv2.IMWRITE_JPEG_QUALITY, 98])
-            crop = transform(record, [read_image(path, reduction)], plan, reduction)["image"]
+            frame = read_image(path, reduction)
+            crop = transform(record, [frame], plan, [reduced_to_original(reduction)])["image"][0]
             weight = crop[0].astype(np.float64)
             ys, xs = np.mgrid[:128, :96]
             found = np.array([(xs * weight).sum(), (ys * weight).sum()]) / weight.sum()
@@ -188,11 +180,11 @@ def test_sample_affine_maps_the_original_image(real_data_dir):
     for index, record in enumerate(records):
         sample = dataset[index]
         back = apply_affine(
-            sample["keypoints"].astype(np.float64),
+            sample["keypoints"][0].astype(np.float64),
             invert_affine(sample["affine"].astype(np.float64)),
         )
-        source = record.keypoints[:, :2]
-        labelled = record.keypoints[:, 2] > 0
+        source = record.keypoints[0, :, :2]
+        labelled = record.keypoints[0, :, 2] > 0
         if np.linalg.det(sample["affine"][:, :2]) < 0:  # flipped: channel k holds flip_index[k]
             source, labelled = source[SKELETON.flip_index], labelled[SKELETON.flip_index]
         assert np.abs(back[labelled] - source[labelled]).max() < 1e-3
@@ -229,6 +221,7 @@ def test_device_decoding_matches_worker_crops(real_data_dir):
     assert "image" not in batch and len(batch["jpeg"]) == len(records)
     crops = decode_crops_on_device(batch["jpeg"], batch["affine"], (96, 128), "cpu")
     expected = torch.stack([torch.from_numpy(decoded[i]["image"]) for i in range(len(records))])
+    assert crops.shape == expected.shape  # (B, T = 1, 3, H, W)
     difference = (crops.int() - expected.int()).abs().float()
     # Measured on the CPU: mean 0.0002 levels, largest 1 (interpolation rounding). On a CUDA
     # device nvJPEG decodes, whose IDCT and chroma upsampling differ a little from libjpeg's.

@@ -67,14 +67,15 @@ def test_sources_are_mapped_masked_and_mixed_at_their_ratios(tmp_path):
     upper_mask = np.isin(np.arange(17), [COCO.index(n) for n in UPPER_BODY])
     for record in upper.records:
         np.testing.assert_array_equal(record.keypoint_mask, upper_mask)
-        assert (record.keypoints[~upper_mask] == 0).all()
-        assert (record.keypoints[upper_mask, 2] > 0).any()
+        assert (record.keypoints[:, ~upper_mask] == 0).all()
+        assert (record.keypoints[:, upper_mask, 2] > 0).any()
     loader = data.train_dataloader()
     sources = Counter()
     for batch in loader:
         mask = batch["keypoint_mask"]
-        assert mask.shape == batch["keypoint_weight"].shape
-        assert (batch["keypoint_weight"][~mask] == 0).all()  # masked joints are never trained
+        weight = batch["keypoint_weight"][:, 0]  # the one frame of each sample
+        assert mask.shape == weight.shape
+        assert (weight[~mask] == 0).all()  # masked joints are never trained
         sources.update("upper" if not row.all() else "whole" for row in mask)
     drawn = len(loader.sampler)
     assert drawn == len(data.train_set)

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from posesuite.data.datamodule import read_image
+from posesuite.data.decoding import read_image
 from posesuite.data.geometry import apply_affine, box_to_center_scale, invert_affine
 from posesuite.data.records import PersonRecord
 from posesuite.data.sources.coco import read_coco_keypoints
@@ -47,20 +47,23 @@ def test_keypoints_land_on_the_joints_of_real_crops(real_data_dir, seed):
         radius = max(2, round(8 / zoom))  # about 8 px in the crop: well sampled, sub-pixel centroid
         margin = radius * zoom + 2
         for k in range(17):
-            x, y = sample["keypoints"][k]
-            if sample["keypoint_weight"][k] == 0 or min(x, y, 191 - x, 255 - y) < margin:
+            x, y = sample["keypoints"][0, k]
+            if sample["keypoint_weight"][0, k] == 0 or min(x, y, 191 - x, 255 - y) < margin:
                 continue  # a disc cut by the crop border has a biased centroid
             # After a flip, output channel k holds the mirrored joint: its disc is drawn there.
             source = SKELETON.flip_index[k] if flipped else k
-            sx, sy = record.keypoints[source, :2]
+            sx, sy = record.keypoints[0, source, :2]
             if min(sx, sy, image.shape[1] - 1 - sx, image.shape[0] - 1 - sy) < radius + 1:
                 continue  # likewise a disc cut by the image border
             transform.rng().bit_generator.state = state
             disc = transform(
-                record, [disc_canvas(image.shape, record.keypoints[source, :2], radius)]
+                record, [disc_canvas(image.shape, record.keypoints[0, source, :2], radius)]
             )
-            found = intensity_centroid(disc["image"].transpose(1, 2, 0))
-            assert np.linalg.norm(found - sample["keypoints"][k]) < 0.15, (record.annotation_id, k)
+            found = intensity_centroid(disc["image"][0].transpose(1, 2, 0))
+            assert np.linalg.norm(found - sample["keypoints"][0, k]) < 0.15, (
+                record.annotation_id,
+                k,
+            )
             checked += 1
         transform.rng().bit_generator.state = state
         transform(record, [image])  # leave the generator where the next person expects it
@@ -77,8 +80,8 @@ def test_crop_keypoints_map_back_to_image_keypoints(real_data_dir):
             sample["keypoints"].astype(np.float64),
             invert_affine(sample["affine"].astype(np.float64)),
         )
-        labelled = record.keypoints[:, 2] > 0
-        assert np.abs(back[labelled] - record.keypoints[labelled, :2]).max() < 1e-3
+        labelled = record.keypoints[..., 2] > 0
+        assert np.abs(back[labelled] - record.keypoints[labelled][:, :2]).max() < 1e-3
 
 
 def test_evaluation_crop_centres_the_box(real_data_dir):
@@ -90,7 +93,9 @@ def test_evaluation_crop_centres_the_box(real_data_dir):
         np.array([x + w / 2 - 0.5, y + h / 2 - 0.5]), sample["affine"].astype(np.float64)
     )
     np.testing.assert_allclose(centre, [95.5, 127.5], atol=1e-3)
-    assert sample["image"].shape == (3, 256, 192) and sample["image"].dtype == np.uint8
+    # A time axis of one frame: (T, 3, H, W), keypoints (T, K, 2), image ids (T,).
+    assert sample["image"].shape == (1, 3, 256, 192) and sample["image"].dtype == np.uint8
+    assert sample["keypoints"].shape == (1, 17, 2) and sample["keypoint_weight"].shape == (1, 17)
 
 
 def test_keypoints_outside_the_crop_get_zero_weight(real_data_dir):
@@ -108,7 +113,7 @@ def test_keypoints_outside_the_crop_get_zero_weight(real_data_dir):
     dropped = 0
     for record in records:
         sample = transform(record, [read_image(record.image_path)])
-        points, weight = sample["keypoints"], sample["keypoint_weight"]
+        points, weight = sample["keypoints"][0], sample["keypoint_weight"][0]
         inside = (
             (points[:, 0] >= -0.5)
             & (points[:, 0] <= 191.5)
@@ -116,7 +121,7 @@ def test_keypoints_outside_the_crop_get_zero_weight(real_data_dir):
             & (points[:, 1] <= 255.5)
         )
         assert not (weight.astype(bool) & ~inside).any()
-        dropped += int(((record.keypoints[:, 2] > 0) & (weight == 0)).sum())
+        dropped += int(((record.keypoints[0, :, 2] > 0) & (weight == 0)).sum())
     assert dropped > 0  # half-body crops really cut joints off
 
 
@@ -168,10 +173,10 @@ def test_visibility_flags_reach_the_sample_and_follow_a_flip():
         expected = keypoints[:, 2].astype(np.uint8)
         if flip_prob:  # channel k of a mirrored crop holds joint flip_index[k]
             expected = expected[SKELETON.flip_index]
-        np.testing.assert_array_equal(sample["visibility"], expected)
+        np.testing.assert_array_equal(sample["visibility"], expected[None])
         assert sample["visibility"].dtype == np.uint8
         # The weight marks labelled joints inside the crop, whatever their flag.
-        np.testing.assert_array_equal(sample["keypoint_weight"] > 0, expected > 0)
+        np.testing.assert_array_equal(sample["keypoint_weight"] > 0, expected[None] > 0)
 
 
 def test_a_plan_drawn_first_gives_the_same_sample(real_data_dir):
@@ -205,4 +210,4 @@ def test_the_worker_leaves_colours_to_the_device(real_data_dir):
         plan = transform.plan(record)
         crop = transform(record, [image], plan)["image"]
         expected = cv2.warpAffine(image, plan.matrix, (192, 256), flags=cv2.INTER_LINEAR)
-        np.testing.assert_array_equal(crop, expected.transpose(2, 0, 1))
+        np.testing.assert_array_equal(crop, expected.transpose(2, 0, 1)[None])

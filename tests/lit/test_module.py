@@ -2,51 +2,121 @@
 
 from __future__ import annotations
 
+from functools import partial
+
+import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
+from torch import nn
 
 from posesuite.codecs.heatmap import HeatmapCodec
-from posesuite.data.datamodule import TopDownDataset, collate_skipping
-from posesuite.data.geometry import crop_to_image_points
-from posesuite.data.sources.coco import read_coco_keypoints
+from posesuite.data.batch import flatten_time
+from posesuite.data.datamodule import PoseDataModule, TopDownDataset, collate_skipping
+from posesuite.data.sources.coco import CocoDataset, read_coco_keypoints
 from posesuite.data.transforms import TopDownTransform
+from posesuite.lit.module import PoseEstimationModule
 from posesuite.metrics.coco import COCOKeypointAP
-from posesuite.postprocess.pipeline import PostProcess
 from posesuite.skeleton import load_skeleton
 
 SKELETON = load_skeleton("coco17")
 
 
-def test_oracle_heatmaps_through_the_evaluation_path_give_ap_1(real_data_dir):
-    """GT -> crop -> heatmaps -> decode -> inverse affine -> rescoring/NMS -> COCOeval: AP 1.0."""
-    coco_dir = real_data_dir / "coco"
-    ann_file = coco_dir / "test_coco.json"
-    records = read_coco_keypoints(ann_file, coco_dir, 17)
-    dataset = TopDownDataset(records, TopDownTransform(SKELETON, (192, 256)))
-    batch = collate_skipping([dataset[i] for i in range(len(dataset))])
+class OracleNetwork(nn.Module):
+    """A network that knows the answer: for the crops it is about to be shown (`show`), it
+    returns the codec's targets of the ground truth, and for the mirrored crops of the flip test
+    the targets of the mirrored ground truth (x -> W - 1 - x, left and right swapped)."""
+
+    def __init__(self, codec: HeatmapCodec, flip_index: list[int]) -> None:
+        super().__init__()
+        self.codec = codec
+        self.flip_index = flip_index
+        self.anchor = nn.Parameter(torch.zeros(()))  # gives the optimizer something to hold
+        self.expected: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def show(self, images: torch.Tensor, frames: dict) -> None:
+        width = self.codec.input_size[0]
+        mirrored = frames["keypoints"][:, self.flip_index].clone()
+        mirrored[..., 0] = width - 1 - mirrored[..., 0]
+        weight = frames["keypoint_weight"]
+        self.expected = [
+            (images, self.codec.encode_keypoints(frames["keypoints"], weight)["heatmaps"]),
+            (
+                images.flip(-1),
+                self.codec.encode_keypoints(mirrored, weight[:, self.flip_index])["heatmaps"],
+            ),
+        ]
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        for shown, heatmaps in self.expected:
+            if torch.equal(images, shown):
+                return {"heatmaps": heatmaps}
+        raise AssertionError("the module passed the network crops it was not shown")
+
+
+class ShowTheAnswer(Callback):
+    def on_validation_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0):
+        frames = flatten_time(batch)
+        module.network.show(module.normalize(batch["image"].flatten(0, 1)), frames)
+
+
+def test_oracle_heatmaps_through_validation_step_give_ap_1(coco_files, tmp_path):
+    """Ground truth -> dataset crop -> heatmaps (and the mirrored crop's, for the flip test) ->
+    `validation_step` (flip test, decoding, inverse affine) -> rescoring and NMS -> COCOeval:
+    AP 1.0, on the real COCO samples and on synthetic ones."""
+    input_size = (192, 256)
     # No smoothing: on clean Gaussians the Taylor step is then exact even at the heatmap border,
-    # so what remains is the geometry (DARK's smoothing biases peaks within its radius of the
-    # border, as in the reference method).
-    codec = HeatmapCodec((192, 256), (48, 64), sigma=2.0, refine="dark", blur_kernel=1)
-    heatmaps = codec.encode_keypoints(batch["keypoints"], batch["keypoint_weight"])["heatmaps"]
-    crop_points, scores = codec.decode_heatmaps(heatmaps)
-    image_points = crop_to_image_points(crop_points, batch["affine"])
-    labelled = torch.stack([torch.from_numpy(r.keypoints[:, 2] > 0) for r in records])
-    inside = batch["keypoint_weight"] > 0
-    gt = torch.stack([torch.from_numpy(r.keypoints[:, :2]) for r in records])
-    assert (image_points - gt)[inside].abs().max() < 0.1  # sub-pixel after the full round trip
-    assert inside.sum() == labelled.sum()  # the padded crop holds every labelled joint
-    metric = COCOKeypointAP(ann_file, SKELETON)
-    metric.update(
-        sample_ids=batch["sample_id"],
-        image_ids=batch["image_id"],
-        keypoints=torch.cat([image_points, scores.unsqueeze(-1)], dim=-1),
-        box_scores=batch["box_score"],
-        areas=batch["area"],
-        boxes=batch["box"],
+    # so what remains is the geometry.
+    codec = HeatmapCodec(input_size, (48, 64), sigma=2.0, refine="dark", blur_kernel=1)
+    files = partial(
+        CocoDataset,
+        train_annotations=str(coco_files.annotations),
+        train_images=str(coco_files.images),
+        val_annotations=str(coco_files.annotations),
+        val_images=str(coco_files.images),
     )
-    stats = metric.evaluate(PostProcess().bind(SKELETON.sigmas.tolist())(metric.people()))
-    assert stats["AP"] == pytest.approx(1.0) and stats["AR"] == pytest.approx(1.0)
+    datamodule = PoseDataModule(
+        dataset=files,
+        root=str(tmp_path),
+        skeleton=SKELETON,
+        train_transform=partial(TopDownTransform, input_size=input_size),
+        val_transform=partial(TopDownTransform, input_size=input_size),
+        val_batch_size=5,
+        num_workers=0,
+    )
+    module = PoseEstimationModule(
+        network=OracleNetwork(codec, list(SKELETON.flip_index)),
+        codec=codec,
+        loss=nn.MSELoss(),
+        skeleton=SKELETON,
+        optimizer=partial(torch.optim.SGD, lr=0.0),
+        metric=partial(COCOKeypointAP),
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[ShowTheAnswer()],
+    )
+    (values,) = trainer.validate(module, datamodule=datamodule, verbose=False)
+    assert values["val/AP"] == pytest.approx(1.0) and values["val/AR"] == pytest.approx(1.0)
+    # Sub-pixel after the full round trip, for every labelled joint (the padded crop holds them).
+    predicted = module.last_evaluation.raw
+    records = datamodule.val_set.records
+    assert len(predicted) == len(records)
+    errors = []
+    for record in records:
+        corners = torch.tensor([*record.bbox[:2], *(record.bbox[:2] + record.bbox[2:])])
+        same = (predicted.image_ids == record.image_id) & torch.isclose(
+            predicted.boxes.double(), corners.double(), atol=1e-3
+        ).all(dim=1)
+        (index,) = torch.nonzero(same).flatten().tolist()
+        labelled = record.keypoints[0, :, 2] > 0
+        points = predicted.keypoints[index, :, :2].double().numpy()
+        errors.append(abs(points[labelled] - record.keypoints[0, labelled, :2]).max())
+    assert max(errors) < 0.1
 
 
 def test_corrupt_images_are_skipped_and_counted(real_data_dir, tmp_path, caplog):
@@ -76,14 +146,14 @@ def test_heatmap_size_that_the_network_does_not_give_is_named():
         cfg = compose("config", overrides=overrides)
     module = instantiate(cfg.model.module, _convert_="partial")
     batch = {
-        "image": torch.zeros(1, 3, 64, 48, dtype=torch.uint8),
-        "keypoints": torch.zeros(1, 17, 2),
-        "keypoint_weight": torch.ones(1, 17),
+        "image": torch.zeros(1, 1, 3, 64, 48, dtype=torch.uint8),
+        "keypoints": torch.zeros(1, 1, 17, 2),
+        "keypoint_weight": torch.ones(1, 1, 17),
         "affine": torch.eye(2, 3)[None],
     }
     outputs = module(batch["image"])
     message = r"12x16 .*model\.heatmap_size is \[24, 32\]"
     with pytest.raises(ValueError, match=message):
-        module.codec.encode(batch, outputs)  # training
+        module.codec.encode(flatten_time(batch), outputs)  # training
     with pytest.raises(ValueError, match=message):
         module.predict_poses(batch)  # evaluation

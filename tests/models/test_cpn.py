@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 import posesuite.config  # noqa: F401  (resolvers)
+from posesuite.data.batch import flatten_time
 from posesuite.models.backbones import TimmBackbone
 from posesuite.models.heads.cpn import CPNHead
 from posesuite.models.topdown import TopDownNet
@@ -112,7 +113,7 @@ def test_the_module_trains_and_predicts_with_cpn_unchanged():
     cfg = compose_config(["experiment=cpn_res50_coco-256x192", "data=synthetic"])
     torch.manual_seed(0)
     module = hydra.utils.instantiate(cfg.model.module, _convert_="partial")
-    images = torch.randint(0, 256, (2, 3, 256, 192), dtype=torch.uint8)
+    images = torch.randint(0, 256, (2, 1, 3, 256, 192), dtype=torch.uint8)
     keypoints = torch.rand(2, 17, 2) * torch.tensor([191.0, 255.0])
     weight = torch.ones(2, 17)
     weight[1, :5] = 0
@@ -128,7 +129,7 @@ def test_the_module_trains_and_predicts_with_cpn_unchanged():
     module.eval()
     affine = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).expand(2, 2, 3)
     with torch.no_grad():
-        poses = module.predict_poses({"image": images, "affine": affine})
+        poses = module.predict_poses({"image": images}, {"affine": affine})
     assert poses.shape == (2, 17, 3) and torch.isfinite(poses).all()
 
 
@@ -161,7 +162,7 @@ def cpn_one_batch_history(root: Path, seed: int) -> list[dict[str, float]]:
         for _ in range(17):
             optimizer.zero_grad()
             outputs = module(batch["image"])
-            losses = module.loss(outputs, module.codec.encode(batch, outputs))
+            losses = module.loss(outputs, module.codec.encode(flatten_time(batch), outputs))
             losses["loss"].backward()
             optimizer.step()
             history.append({name: value.item() for name, value in losses.items()})
@@ -190,7 +191,7 @@ def test_the_cpu_sized_synthetic_experiment_matches_its_maps():
     cfg = compose_config(["experiment=cpn_res18_synthetic-128x96"])
     torch.manual_seed(0)
     module = hydra.utils.instantiate(cfg.model.module, _convert_="partial").train()
-    outputs = module(torch.rand(2, 3, 128, 96))
+    outputs = module(torch.rand(2, 1, 3, 128, 96))
     assert outputs["heatmaps"].shape == (2, 17, 32, 24)
     assert outputs["global_heatmaps"].shape == (2, 4, 17, 32, 24)
     assert module.codec.global_sigmas == pytest.approx([1.4, 1.1, 1.1, 0.8])

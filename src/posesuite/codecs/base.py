@@ -19,9 +19,11 @@ import torch
 class KeypointCodec(Protocol):
     """Targets from the batch, keypoints from the network's outputs (all tensors on the device).
 
-    ``batch`` holds at least ``keypoints`` (B, K, 2) in crop pixels, ``keypoint_weight`` (B, K)
-    (1 for joints labelled and inside the crop), ``visibility`` (B, K) (the annotation's flags
-    0/1/2) and ``affine`` (B, 2, 3) (image -> crop); ``outputs`` is the network's dict.
+    ``batch`` is the frame view of the loader's batch (`posesuite.data.batch.flatten_time`: B
+    counts frames, B * T for clips of T frames) and holds at least ``keypoints`` (B, K, 2) in
+    crop pixels, ``keypoint_weight`` (B, K) (1 for joints labelled and inside the crop),
+    ``visibility`` (B, K) (the annotation's flags 0/1/2) and ``affine`` (B, 2, 3) (image ->
+    crop); ``outputs`` is the network's dict, one entry per frame.
     """
 
     def encode(

@@ -10,11 +10,11 @@ from typing import Any, Protocol
 import cv2
 import lightning as L
 import numpy as np
-import simplejpeg
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from posesuite.data.decoding import decode_for_crop, is_jpeg
 from posesuite.data.photometric import PhotometricAugmentation
 from posesuite.data.records import DataError, PersonRecord
 from posesuite.data.sampler import MultiSourceSampler
@@ -32,62 +32,14 @@ class DatasetFiles(Protocol):
     def prepare(self) -> tuple[CocoSplit, CocoSplit]: ...
 
 
-JPEG_SUFFIXES = (".jpg", ".jpeg", ".jpe")
-JPEG_START = b"\xff\xd8"
-# Colour spaces libjpeg-turbo cannot convert to RGB: OpenCV decodes those.
-NOT_RGB_CONVERTIBLE = ("CMYK", "YCCK")
-
-
-def read_image(path: str, reduction: int = 1) -> np.ndarray | None:
-    """RGB uint8 image, or None when the file cannot be read or decoded.
-
-    JPEGs are decoded by libjpeg-turbo through simplejpeg: the same pixels as OpenCV's decoder
-    (tested), about as fast (1.3-1.5 ms for a 640x425 COCO image either way, one thread), and
-    strict: a truncated or corrupt file is an error, where OpenCV fills the missing part with
-    grey. ``reduction`` 2, 4 or 8 decodes at that fraction of the size with libjpeg's DCT
-    scaling (pixel i then stands for original pixels f i .. f i + f - 1); other formats decode
-    in full with OpenCV, so pass it only for JPEG files (`is_jpeg`).
-    """
-    try:
-        data = np.fromfile(path, np.uint8)
-    except OSError:
-        return None
-    if data[:2].tobytes() == JPEG_START:
-        try:
-            if reduction == 1:
-                return simplejpeg.decode_jpeg(data, colorspace="RGB")
-            # The smallest of libjpeg's scales (M / 8) that keeps this size is exactly 1 / f.
-            height, width = simplejpeg.decode_jpeg_header(data)[:2]
-            return simplejpeg.decode_jpeg(
-                data,
-                colorspace="RGB",
-                min_height=-(-height // reduction),
-                min_width=-(-width // reduction),
-            )
-        except ValueError:
-            if not _not_rgb_convertible(data):
-                return None  # truncated or corrupt
-    return cv2.imdecode(data, cv2.IMREAD_COLOR_RGB)
-
-
-def _not_rgb_convertible(data: np.ndarray) -> bool:
-    try:
-        return simplejpeg.decode_jpeg_header(data)[2] in NOT_RGB_CONVERTIBLE
-    except ValueError:
-        return False
-
-
-def is_jpeg(path: str) -> bool:
-    return path.lower().endswith(JPEG_SUFFIXES)
-
-
 class TopDownDataset(Dataset):
-    """One person crop per item. Items whose image cannot be decoded are reported and skipped
-    (returned as None and dropped by `collate_skipping`, which counts them).
+    """One person crop (of T frames, `posesuite.data.transforms`) per item. Items whose image
+    cannot be decoded are reported and skipped (returned as None and dropped by
+    `collate_skipping`, which counts them).
 
     ``decode_reduced``: decode JPEG frames at 1/2, 1/4 or 1/8 scale when the crop samples the
-    image that coarsely anyway (`CropPlan.decode_reduction`); the sample's affine still maps the
-    original image's pixels. ``device_jpeg_decode``: the worker reads the file's bytes
+    image that coarsely anyway (`posesuite.data.decoding.decode_for_crop`); the sample's affine
+    still maps the original image's pixels. ``device_jpeg_decode``: the worker reads the file's bytes
     (``jpeg``) instead of decoding it, and `decode_crops_on_device` makes the crops in the
     training process (single-frame JPEG records only; a file that is there but corrupt then fails
     its batch instead of being skipped).
@@ -113,10 +65,7 @@ class TopDownDataset(Dataset):
         plan = self.transform.plan(record)
         if self.device_jpeg_decode:
             return self._undecoded_sample(index, record, plan)
-        reduction = 1
-        if self.decode_reduced and all(is_jpeg(path) for path in record.frames):
-            reduction = plan.decode_reduction()
-        frames = [read_image(path, reduction) for path in record.frames]
+        frames = [decode_for_crop(path, plan.matrix, self.decode_reduced) for path in record.frames]
         broken = [path for path, frame in zip(record.frames, frames, strict=True) if frame is None]
         if broken:
             log.warning(
@@ -126,14 +75,23 @@ class TopDownDataset(Dataset):
                 record.image_id,
             )
             return None
-        return self._with_record(index, record, self.transform(record, frames, plan, reduction))
+        sample = self.transform(
+            record,
+            [frame.pixels for frame in frames],
+            plan,
+            [frame.to_original for frame in frames],
+        )
+        return self._with_record(index, record, sample)
 
     def _undecoded_sample(
         self, index: int, record: PersonRecord, plan: CropPlan
     ) -> dict[str, Any] | None:
-        (path,) = record.frames
-        if not is_jpeg(path):
-            raise DataError(f"data.device_jpeg_decode reads JPEG only: {path}")
+        if record.num_frames != 1 or not is_jpeg(record.image_path):
+            raise DataError(
+                f"data.device_jpeg_decode reads single JPEG images only: image id "
+                f"{record.image_id}, {record.frames[0]}"
+            )
+        path = record.image_path
         try:
             jpeg = np.fromfile(path, np.uint8)
         except OSError as err:
@@ -148,7 +106,7 @@ class TopDownDataset(Dataset):
     ) -> dict[str, Any]:
         sample.update(
             sample_id=index,
-            image_id=record.image_id,
+            image_id=np.asarray(record.image_ids, dtype=np.int64),  # (T,)
             box_score=np.float32(record.box_score),
             # x1, y1, x2, y2 of the person box the crop came from (parametric pose NMS reads it)
             box=np.concatenate([record.bbox[:2], record.bbox[:2] + record.bbox[2:]]).astype(
@@ -194,8 +152,8 @@ def decode_crops_on_device(
     input_size: Sequence[int],
     device: torch.device | str,
 ) -> torch.Tensor:
-    """uint8 (B, 3, H, W) crops from encoded JPEGs (CPU byte tensors) and their (B, 2, 3) image
-    -> crop affines: `torchvision.io.decode_jpeg` on ``device`` (nvJPEG on a CUDA device), then
+    """uint8 (B, 1, 3, H, W) crops (a time axis of one frame) from encoded JPEGs (CPU byte
+    tensors) and their (B, 2, 3) image -> crop affines: `torchvision.io.decode_jpeg` on ``device`` (nvJPEG on a CUDA device), then
     a bilinear warp with black outside the image, as `warp_image` does in a worker."""
     # Imported here: only this option needs torchvision's image codecs.
     from torchvision.io import ImageReadMode, decode_jpeg
@@ -220,7 +178,7 @@ def decode_crops_on_device(
         crop = F.grid_sample(
             image[None].float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True
         )
-        crops.append(crop[0].round().clamp(0, 255).to(torch.uint8))
+        crops.append(crop.round().clamp(0, 255).to(torch.uint8))
     return torch.stack(crops)
 
 

@@ -84,13 +84,14 @@ class KeypointMapping:
         return np.asarray(self.source_index) >= 0
 
     def apply(self, keypoints: np.ndarray) -> np.ndarray:
-        """(K_source, 3) keypoints -> (K_target, 3); masked slots are unlabelled (zeros)."""
-        if keypoints.shape != (self.num_source, 3):
+        """(..., K_source, 3) keypoints (a record's (T, K, 3)) -> (..., K_target, 3); masked
+        slots are unlabelled (zeros)."""
+        if keypoints.shape[-2:] != (self.num_source, 3):
             raise DataError(
-                f"data source {self.source!r}: a record has {keypoints.shape[0]} keypoints, "
+                f"data source {self.source!r}: a record has {keypoints.shape[-2]} keypoints, "
                 f"its keypoint set {self.num_source}"
             )
         index = np.asarray(self.source_index)
-        mapped = np.zeros((len(index), 3), dtype=keypoints.dtype)
-        mapped[self.mask] = keypoints[index[self.mask]]
+        mapped = np.zeros((*keypoints.shape[:-2], len(index), 3), dtype=keypoints.dtype)
+        mapped[..., self.mask, :] = keypoints[..., index[self.mask], :]
         return mapped

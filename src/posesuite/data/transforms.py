@@ -1,5 +1,5 @@
 """Top-down sample transform: choose the crop (centre/scale, half-body, random scale, rotation,
-flip), warp the frames with one affine, move keypoints to crop space.
+flip), warp the record's T frames with one affine, move keypoints to crop space.
 
 Runs in the data-loader workers. It produces crop-space keypoints and the affine, never targets:
 heatmaps are made on the training device by the codec, and the photometric augmentation runs
@@ -7,7 +7,11 @@ there too, in batch (`posesuite.data.photometric`).
 
 The crop is chosen from the record alone (`TopDownTransform.plan`), before any pixel is
 decoded, so the dataset can decode a JPEG at reduced scale when the crop would not use the
-full resolution (`CropPlan.decode_reduction`).
+full resolution (`posesuite.data.decoding`).
+
+Every sample has a time axis, T = 1 for an image: ``image`` (T, 3, H, W), ``keypoints``
+(T, K, 2), ``keypoint_weight`` and ``visibility`` (T, K), ``image_id`` (T,); the rest (the affine,
+the box, the source's keypoint mask) belongs to the whole record.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from posesuite.data.geometry import (
     keypoints_to_box,
     warp_image,
 )
+from posesuite.data.decoding import decode_reduction
 from posesuite.data.records import PersonRecord
 from posesuite.skeleton import Skeleton
 
@@ -49,9 +54,6 @@ class Augmentation:
     photometric: bool = True
 
 
-DECODE_REDUCTIONS = (8, 4, 2)  # JPEG DCT scaling factors OpenCV offers (IMREAD_REDUCED_*)
-
-
 @dataclass(frozen=True)
 class CropPlan:
     """The crop drawn for one sample: ``matrix`` maps original image pixels to crop pixels."""
@@ -62,21 +64,6 @@ class CropPlan:
 
     def decode_reduction(self) -> int:
         return decode_reduction(self.matrix)
-
-
-def decode_reduction(matrix: np.ndarray) -> int:
-    """Largest JPEG reduction f in {1, 2, 4, 8} that loses no resolution in the crop of the
-    2x3 image -> crop ``matrix``: the crop samples the image at most once per f pixels along any
-    direction (the largest singular value of the linear part, times f, is at most 1)."""
-    largest_scale = np.linalg.norm(matrix[:, :2], ord=2)
-    return next((f for f in DECODE_REDUCTIONS if largest_scale * f <= 1.0), 1)
-
-
-def reduced_to_original(reduction: int) -> np.ndarray:
-    """3x3 map from a frame decoded at 1/``reduction`` scale to the original image: reduced
-    pixel i covers original pixels f i .. f i + f - 1, so its centre is at f i + (f - 1) / 2."""
-    offset = (reduction - 1) / 2
-    return np.array([[reduction, 0.0, offset], [0.0, reduction, offset], [0.0, 0.0, 1.0]])
 
 
 class TopDownTransform:
@@ -106,12 +93,13 @@ class TopDownTransform:
         return self._rng
 
     def plan(self, record: PersonRecord) -> CropPlan:
-        """Draw the crop of ``record`` (the random geometry, when augmenting); no pixels needed."""
-        keypoints = record.keypoints[:, :2].astype(np.float64)
+        """Draw the crop of ``record`` (the random geometry, when augmenting); no pixels needed.
+        A clip's half-body box covers the part over all its frames."""
+        keypoints = record.keypoints[..., :2].reshape(-1, 2).astype(np.float64)
         center, size = box_to_center_scale(record.bbox, self.aspect_ratio, self.padding)
         rotation, flip = 0.0, False
         if self.augmentation is not None:
-            labelled = np.rint(record.keypoints[:, 2]) > 0  # flags 1 and 2, as in __call__
+            labelled = np.rint(record.keypoints[..., 2].ravel()) > 0  # flags 1 and 2
             center, size, rotation, flip = self._random_crop(center, size, keypoints, labelled)
         matrix = crop_affine(center, size, rotation, self.input_size, flip=flip)
         return CropPlan(matrix, size, flip)
@@ -121,49 +109,51 @@ class TopDownTransform:
         record: PersonRecord,
         frames: Sequence[np.ndarray],
         plan: CropPlan | None = None,
-        reduction: int = 1,
+        to_original: Sequence[np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Crop ``frames`` (decoded at 1/``reduction`` scale) by ``plan`` (drawn now if None).
-        The sample's affine maps the original image's pixels to the crop whatever the scale."""
+        """Crop the record's ``frames`` by ``plan`` (drawn now if None). ``to_original``: per
+        frame, the 3x3 map from its pixels to the original image's, for frames decoded at
+        reduced scale or in part (`posesuite.data.decoding.DecodedFrame`); the sample's affine
+        maps the original image's pixels to the crop whatever was decoded."""
         if plan is None:
             plan = self.plan(record)
-        warp = plan.matrix if reduction == 1 else plan.matrix @ reduced_to_original(reduction)
-        crops = [warp_image(frame, warp, self.input_size) for frame in frames]
+        maps = to_original if to_original is not None else [None] * len(frames)
+        crops = [
+            warp_image(frame, plan.matrix if to_frame is None else plan.matrix @ to_frame, self.input_size)
+            for frame, to_frame in zip(frames, maps, strict=True)
+        ]
         sample = self.crop_targets(record, plan)
-        sample["image"] = (
-            np.stack([c.transpose(2, 0, 1) for c in crops])
-            if len(crops) > 1
-            else crops[0].transpose(2, 0, 1)
-        )
+        sample["image"] = np.stack([crop.transpose(2, 0, 1) for crop in crops])  # (T, 3, H, W)
         return sample
 
     def crop_targets(self, record: PersonRecord, plan: CropPlan) -> dict[str, np.ndarray]:
-        """Everything of the sample but the image: crop-space keypoints, weights, visibility
-        flags, the source's keypoint mask, the affine and the box area."""
-        keypoints = record.keypoints[:, :2].astype(np.float64)
-        visibility = np.rint(record.keypoints[:, 2]).clip(0, 2).astype(np.uint8)
+        """Everything of the sample but the image: crop-space keypoints, weights and visibility
+        flags per frame, the source's keypoint mask, the affine and the box area."""
+        keypoints = record.keypoints[..., :2].astype(np.float64)  # (T, K, 2)
+        visibility = np.rint(record.keypoints[..., 2]).clip(0, 2).astype(np.uint8)
         if record.keypoint_mask is None:
-            keypoint_mask = np.ones(len(keypoints), dtype=bool)
+            keypoint_mask = np.ones(keypoints.shape[1], dtype=bool)
         else:
             keypoint_mask = np.asarray(record.keypoint_mask, dtype=bool)
         labelled = visibility > 0
         crop_keypoints = apply_affine(keypoints, plan.matrix)
         width, height = self.input_size
         inside = (
-            (crop_keypoints[:, 0] >= -0.5)
-            & (crop_keypoints[:, 0] <= width - 0.5)
-            & (crop_keypoints[:, 1] >= -0.5)
-            & (crop_keypoints[:, 1] <= height - 0.5)
+            (crop_keypoints[..., 0] >= -0.5)
+            & (crop_keypoints[..., 0] <= width - 0.5)
+            & (crop_keypoints[..., 1] >= -0.5)
+            & (crop_keypoints[..., 1] <= height - 0.5)
         )
         weight = (labelled & inside).astype(np.float32)
         if plan.flip:
-            crop_keypoints = crop_keypoints[self.skeleton.flip_index]
-            weight = weight[self.skeleton.flip_index]
-            visibility = visibility[self.skeleton.flip_index]
-            keypoint_mask = keypoint_mask[self.skeleton.flip_index]
+            flip = self.skeleton.flip_index
+            crop_keypoints = crop_keypoints[:, flip]
+            weight = weight[:, flip]
+            visibility = visibility[:, flip]
+            keypoint_mask = keypoint_mask[flip]
         return {
-            "keypoints": crop_keypoints.astype(np.float32),
-            "keypoint_weight": weight,  # labelled and inside the crop
+            "keypoints": crop_keypoints.astype(np.float32),  # (T, K, 2)
+            "keypoint_weight": weight,  # (T, K): labelled and inside the crop
             "visibility": visibility,  # the annotation's flag: 0 unlabelled, 1 occluded, 2 visible
             "keypoint_mask": keypoint_mask,  # the joints the record's source annotates at all
             "affine": plan.matrix.astype(np.float32),

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from posesuite.codecs.base import KeypointCodec
+from posesuite.data.batch import flatten_time
 from posesuite.data.geometry import crop_to_image_points
 from posesuite.metrics.base import Evaluation, PoseMetric
 from posesuite.postprocess.pipeline import PostProcess
@@ -114,25 +115,38 @@ class PoseEstimationModule(L.LightningModule):
         )
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """uint8 crops -> the network's named outputs."""
-        return self.network(self.normalize(images))
+        """uint8 clips (B, T, 3, H, W) -> the network's named outputs, for the B * T frames in
+        order. A frame network sees the frames; a clip network (``temporal = True``, e.g. a
+        recurrent one) sees (B, T, 3, H, W) and returns per-frame outputs itself."""
+        clips, frames = images.shape[:2]
+        normalized = self.normalize(images.flatten(0, 1))
+        if getattr(self.network, "temporal", False):
+            return self.network(normalized.view(clips, frames, *normalized.shape[1:]))
+        return self.network(normalized)
 
-    def predict_crop_keypoints(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Crop-space keypoints (B, K, 2) and scores (B, K); with ``flip_test`` the codec merges
-        the mirrored crop's outputs in its own way."""
+    def predict_crop_keypoints(
+        self, batch: Mapping[str, Any], frames: Mapping[str, Any] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Crop-space keypoints (B * T, K, 2) and scores (B * T, K) of the batch's frames
+        (``frames``: its `flatten_time` view, made here if not given); with ``flip_test`` the
+        codec merges the mirrored crop's outputs in its own way."""
+        frames = flatten_time(batch) if frames is None else frames
         images = batch["image"]
         outputs = self(images)
         flipped = self(images.flip(-1)) if self.flip_test else None
         # Decoding is exact arithmetic on the maps: never in the bf16 of mixed precision.
         with torch.autocast(images.device.type, enabled=False):
             if flipped is None:
-                return self.codec.decode(outputs, batch)
-            return self.codec.flip_test(outputs, flipped, batch, self.skeleton.flip_index)
+                return self.codec.decode(outputs, frames)
+            return self.codec.flip_test(outputs, flipped, frames, self.skeleton.flip_index)
 
-    def predict_poses(self, batch: Mapping[str, Any]) -> torch.Tensor:
-        """(B, K, 3) poses [x, y, score] in image pixels."""
-        keypoints, scores = self.predict_crop_keypoints(batch)
-        image_points = crop_to_image_points(keypoints.float(), batch["affine"])
+    def predict_poses(
+        self, batch: Mapping[str, Any], frames: Mapping[str, Any] | None = None
+    ) -> torch.Tensor:
+        """(B * T, K, 3) poses [x, y, score] in image pixels, one per frame."""
+        frames = flatten_time(batch) if frames is None else frames
+        keypoints, scores = self.predict_crop_keypoints(batch, frames)
+        image_points = crop_to_image_points(keypoints.float(), frames["affine"])
         return torch.cat([image_points, scores.float().unsqueeze(-1)], dim=-1)
 
     # --- steps -------------------------------------------------------------------------------
@@ -148,9 +162,10 @@ class PoseEstimationModule(L.LightningModule):
         if "image" not in batch:
             return None  # every image of this batch failed to decode (reported by the dataset)
         outputs = self(batch["image"])
-        targets = self.codec.encode(batch, outputs)
+        frames = flatten_time(batch)
+        targets = self.codec.encode(frames, outputs)
         losses = self.loss(outputs, targets)
-        batch_size = batch["image"].shape[0]
+        batch_size = frames["keypoints"].shape[0]
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=batch_size)
         for name, value in losses.items():
             if name != "loss":
@@ -167,16 +182,17 @@ class PoseEstimationModule(L.LightningModule):
         self.val_skipped += int(batch["num_skipped"])
         if "image" not in batch:
             return
-        poses = self.predict_poses(batch)
+        frames = flatten_time(batch)
+        poses = self.predict_poses(batch, frames)
         if not torch.isfinite(poses).all():
-            raise NonFinitePredictions(self.non_finite_cause(poses, batch))
+            raise NonFinitePredictions(self.non_finite_cause(poses, frames))
         self.val_metric.update(
-            sample_ids=batch["sample_id"],
-            image_ids=batch["image_id"],
+            sample_ids=frames["sample_id"],
+            image_ids=frames["image_id"],
             keypoints=poses,
-            box_scores=batch["box_score"],
-            areas=batch["area"],
-            boxes=batch["box"],
+            box_scores=frames["box_score"],
+            areas=frames["area"],
+            boxes=frames["box"],
         )
 
     def on_validation_epoch_start(self) -> None:

@@ -81,7 +81,7 @@ class BoundSource:
             for record in records
         ]
         # People labelled only in keypoints the target does not have teach nothing.
-        return [record for record in mapped if (record.keypoints[:, 2] > 0).any()]
+        return [record for record in mapped if (record.keypoints[..., 2] > 0).any()]
 
 
 class MixedDataset(ConcatDataset):
