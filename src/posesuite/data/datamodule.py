@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -14,11 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from posesuite.data.boxes import BOX_SOURCES, BoxJitter, BoxSource
 from posesuite.data.decoding import decode_for_crop, is_jpeg
 from posesuite.data.photometric import PhotometricAugmentation
 from posesuite.data.records import DataError, PersonRecord
 from posesuite.data.sampler import MultiSourceSampler
-from posesuite.data.sources.coco import CocoSplit, read_coco_keypoints, read_detections
+from posesuite.data.sources.coco import CocoSplit
 from posesuite.data.sources.mixing import MixedDataset, Source
 from posesuite.data.transforms import CropPlan, TopDownTransform
 from posesuite.skeleton import Skeleton
@@ -39,10 +41,14 @@ class TopDownDataset(Dataset):
 
     ``decode_reduced``: decode JPEG frames at 1/2, 1/4 or 1/8 scale when the crop samples the
     image that coarsely anyway (`posesuite.data.decoding.decode_for_crop`); the sample's affine
-    still maps the original image's pixels. ``device_jpeg_decode``: the worker reads the file's bytes
-    (``jpeg``) instead of decoding it, and `decode_crops_on_device` makes the crops in the
+    still maps the original image's pixels. ``device_jpeg_decode``: the worker reads the file's
+    bytes (``jpeg``) instead of decoding it, and `decode_crops_on_device` makes the crops in the
     training process (single-frame JPEG records only; a file that is there but corrupt then fails
     its batch instead of being skipped).
+
+    ``boxes``: the box source, which may redraw each sample's box (`BoxSource.draw`): from the
+    transform's random stream when it augments (training), else from a generator seeded with
+    (``seed``, index), the same box for a record at every evaluation.
     """
 
     def __init__(
@@ -51,17 +57,28 @@ class TopDownDataset(Dataset):
         transform: TopDownTransform,
         decode_reduced: bool = False,
         device_jpeg_decode: bool = False,
+        boxes: BoxSource | None = None,
+        seed: int = 0,
     ) -> None:
         self.records = list(records)
         self.transform = transform
         self.decode_reduced = decode_reduced
         self.device_jpeg_decode = device_jpeg_decode
+        self.boxes = boxes or BoxSource()
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         record = self.records[index]
+        if self.boxes.redraws:
+            rng = (
+                self.transform.rng()
+                if self.transform.augmentation is not None
+                else np.random.default_rng([self.seed, index])
+            )
+            record = self.boxes.draw(record, rng)
         plan = self.transform.plan(record)
         if self.device_jpeg_decode:
             return self._undecoded_sample(index, record, plan)
@@ -153,8 +170,9 @@ def decode_crops_on_device(
     device: torch.device | str,
 ) -> torch.Tensor:
     """uint8 (B, 1, 3, H, W) crops (a time axis of one frame) from encoded JPEGs (CPU byte
-    tensors) and their (B, 2, 3) image -> crop affines: `torchvision.io.decode_jpeg` on ``device`` (nvJPEG on a CUDA device), then
-    a bilinear warp with black outside the image, as `warp_image` does in a worker."""
+    tensors) and their (B, 2, 3) image -> crop affines: `torchvision.io.decode_jpeg` on
+    ``device`` (nvJPEG on a CUDA device), then a bilinear warp with black outside the image, as
+    `warp_image` does in a worker."""
     # Imported here: only this option needs torchvision's image codecs.
     from torchvision.io import ImageReadMode, decode_jpeg
 
@@ -186,9 +204,13 @@ class PoseDataModule(L.LightningDataModule):
     """Serves top-down person crops from a COCO-format dataset.
 
     ``dataset`` is called with ``root`` (``data.root``: the dataset's folder, or for the synthetic
-    data the cache folder it is generated into) and describes the files. ``box_source`` chooses
-    evaluation crops: ``gt`` (ground-truth boxes) or ``detections`` (a COCO detection results
-    file: ``det_file``, or the dataset's own detections). Setting ``det_file`` selects detections.
+    data the cache folder it is generated into) and describes the files.
+
+    Box sources (`posesuite.data.boxes`: ``gt``, ``detections``, ``jitter``) choose the boxes of
+    the crops: ``box_source`` for evaluation (``detections``: ``det_file``, or the dataset's own
+    detections; setting ``det_file`` selects them), ``train_box_source`` for training
+    (``detections``: ``train_det_file``, matched to the people at IoU >= ``box_match_iou``;
+    setting ``train_det_file`` selects them). ``box_jitter`` holds the `BoxJitter` constants.
 
     Training batches get the photometric augmentation (when the training transform's
     ``augmentation.photometric`` is on) in batch on the training device, in
@@ -216,6 +238,10 @@ class PoseDataModule(L.LightningDataModule):
         box_source: str = "gt",
         det_file: str | None = None,
         det_min_score: float = 0.0,
+        train_box_source: str = "gt",
+        train_det_file: str | None = None,
+        box_match_iou: float = 0.5,
+        box_jitter: BoxJitter | Mapping[str, Any] | None = None,
         pin_memory: bool = False,
         persistent_workers: bool = True,
         decode_reduced: bool = False,
@@ -224,8 +250,14 @@ class PoseDataModule(L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if box_source not in {"gt", "detections"}:
-            raise DataError(f"data.box_source must be 'gt' or 'detections', got {box_source!r}")
+        for setting, kind in (("box_source", box_source), ("train_box_source", train_box_source)):
+            if kind not in BOX_SOURCES:
+                raise DataError(
+                    f"data.{setting} must be one of {', '.join(BOX_SOURCES)}, got {kind!r}"
+                )
+        jitter = (
+            box_jitter if isinstance(box_jitter, BoxJitter) else BoxJitter(**(box_jitter or {}))
+        )
         self.root = root
         self.dataset = dataset(root=root)
         self.skeleton = Skeleton.coerce(skeleton)
@@ -235,8 +267,12 @@ class PoseDataModule(L.LightningDataModule):
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers = num_workers
         self.box_source = "detections" if det_file else box_source
+        self.train_box_source = "detections" if train_det_file else train_box_source
         self.det_file = det_file
-        self.det_min_score = det_min_score
+        self.val_boxes = BoxSource(self.box_source, det_file, det_min_score, box_match_iou, jitter)
+        self.train_boxes = BoxSource(
+            self.train_box_source, train_det_file, det_min_score, box_match_iou, jitter
+        )
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.decode_reduced = decode_reduced
@@ -264,15 +300,6 @@ class PoseDataModule(L.LightningDataModule):
         self._splits()
         return self.val_split.annotations
 
-    def val_detections(self) -> Path:
-        self._splits()
-        path = Path(self.det_file) if self.det_file else self.val_split.detections
-        if path is None:
-            raise DataError(
-                "data.box_source=detections needs data.det_file=<COCO detection results json>"
-            )
-        return path
-
     def setup(self, stage: str | None = None) -> None:
         self._splits()
         k = self.skeleton.num_keypoints
@@ -281,37 +308,49 @@ class PoseDataModule(L.LightningDataModule):
 
             def dataset(records: list[PersonRecord]) -> TopDownDataset:
                 return TopDownDataset(
-                    records, transform, self.decode_reduced, self.device_jpeg_decode
+                    records,
+                    transform,
+                    self.decode_reduced,
+                    self.device_jpeg_decode,
+                    self.train_boxes,
+                    self.seed,
                 )
 
             if self.sources:
+                if self.train_boxes.kind == "detections":
+                    raise DataError(
+                        "data.train_box_source=detections reads one split's detections; with "
+                        "data.sources choose gt or jitter"
+                    )
                 parts = [dataset(source.records()) for source in self.sources]
                 self.train_set = MixedDataset(parts)
                 for source, part in zip(self.sources, parts, strict=True):
                     log.info("train: %d people from source %r", len(part), source.name)
             else:
                 split = self.train_split
-                self.train_set = dataset(read_coco_keypoints(split.annotations, split.images, k))
-                log.info("train: %d people from %s", len(self.train_set), split.annotations)
+                self.train_set = dataset(self.train_boxes.records(split, k, training=True))
+                log.info(
+                    "train: %d people, %s",
+                    len(self.train_set),
+                    self.train_boxes.describe(split),
+                )
             augmentation = transform.augmentation
             if augmentation is not None and augmentation.photometric:
                 self.photometric = PhotometricAugmentation()
         if self.val_set is None:
             split = self.val_split
-            if self.box_source == "detections":
-                boxes_file = self.val_detections()
-                records = read_detections(
-                    boxes_file, split.annotations, split.images, k, self.det_min_score
-                )
-            else:
-                boxes_file = split.annotations
-                records = read_coco_keypoints(split.annotations, split.images, k)
+            boxes = self.val_boxes
+            if boxes.kind == "detections" and boxes.det_file is None and split.detections:
+                boxes = dataclasses.replace(boxes, det_file=split.detections)
+            records = boxes.records(split, k, training=False)
             self.val_set = TopDownDataset(
                 records,
                 self.val_transform(skeleton=self.skeleton),
                 device_jpeg_decode=self.device_jpeg_decode,
+                boxes=boxes,
+                seed=self.seed,
             )
-            log.info("val: %d %s boxes from %s", len(records), self.box_source, boxes_file)
+            log.info("val: %d %s", len(records), boxes.describe(split))
 
     def _loader(
         self,

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from posesuite.data.decoding import decode_reduction
 from posesuite.data.geometry import (
     apply_affine,
     box_to_center_scale,
@@ -30,7 +31,6 @@ from posesuite.data.geometry import (
     keypoints_to_box,
     warp_image,
 )
-from posesuite.data.decoding import decode_reduction
 from posesuite.data.records import PersonRecord
 from posesuite.skeleton import Skeleton
 
@@ -118,9 +118,10 @@ class TopDownTransform:
         if plan is None:
             plan = self.plan(record)
         maps = to_original if to_original is not None else [None] * len(frames)
+        warps = [plan.matrix if to_frame is None else plan.matrix @ to_frame for to_frame in maps]
         crops = [
-            warp_image(frame, plan.matrix if to_frame is None else plan.matrix @ to_frame, self.input_size)
-            for frame, to_frame in zip(frames, maps, strict=True)
+            warp_image(frame, warp, self.input_size)
+            for frame, warp in zip(frames, warps, strict=True)
         ]
         sample = self.crop_targets(record, plan)
         sample["image"] = np.stack([crop.transpose(2, 0, 1) for crop in crops])  # (T, 3, H, W)

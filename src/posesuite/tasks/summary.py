@@ -20,12 +20,14 @@ from posesuite.tasks.common import build_module
 def count_params_and_gmacs(
     network: torch.nn.Module, input_size: tuple[int, int]
 ) -> tuple[int, float]:
-    """(parameters, giga multiply-accumulates) of one forward pass on a 1x3xHxW input."""
+    """(parameters, giga multiply-accumulates) of one forward pass on one 3xHxW frame (a clip of
+    one frame for a clip network, ``temporal = True``)."""
     params = sum(p.numel() for p in network.parameters())
     width, height = input_size
+    frame = torch.zeros(1, 3, height, width)
     network.eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        network(torch.zeros(1, 3, height, width))
+        network(frame[None] if getattr(network, "temporal", False) else frame)
     return params, counter.get_total_flops() / 2 / 1e9
 
 

@@ -1171,10 +1171,8 @@ def _place_figure(
 ) -> _Figure:
     """Pose a new figure and put it in the image, sometimes next to an earlier one."""
     build, pose, outfit = _sample_build(rng), _sample_pose(rng), _sample_outfit(rng)
-    if yaw_sd is None:
-        yaw = rng.uniform(-180, 180)
-    else:
-        yaw = (rng.normal(0, yaw_sd) + 180) % 360 - 180
+    # Any view, or mostly frontal ones: yaw ~ N(0, yaw_sd) wrapped to [-180, 180).
+    yaw = rng.uniform(-180, 180) if yaw_sd is None else (rng.normal(0, yaw_sd) + 180) % 360 - 180
     camera_pitch = _clamp(rng.normal(8, 8), -15, 30)
     if rng.random() < 0.05:  # lying
         roll = rng.choice([-1.0, 1.0]) * rng.uniform(70, 110)
