@@ -193,6 +193,7 @@ class PoseEstimationModule(L.LightningModule):
             box_scores=frames["box_score"],
             areas=frames["area"],
             boxes=frames["box"],
+            annotation_ids=frames.get("annotation_id"),
         )
 
     def on_validation_epoch_start(self) -> None:

@@ -24,6 +24,9 @@ from torchmetrics.utilities.data import dim_zero_cat
 
 from posesuite.metrics.predictions import People
 
+# The states gathered per person, in the order of `People`'s fields.
+PEOPLE_STATES = ("image_ids", "keypoints", "box_scores", "areas", "boxes", "annotation_ids")
+
 
 @dataclass(frozen=True)
 class Report:
@@ -49,6 +52,7 @@ class PoseMetric(Metric):
     box_scores: list[torch.Tensor]
     areas: list[torch.Tensor]
     boxes: list[torch.Tensor]
+    annotation_ids: list[torch.Tensor]
 
     def __init__(self, num_keypoints: int, primary: str, **kwargs: Any) -> None:
         """``kwargs`` go to ``torchmetrics.Metric`` (e.g. ``process_group``)."""
@@ -60,7 +64,7 @@ class PoseMetric(Metric):
             )
         self.num_keypoints = num_keypoints
         self.primary = primary
-        for name in ("sample_ids", "image_ids", "keypoints", "box_scores", "areas", "boxes"):
+        for name in ("sample_ids", *PEOPLE_STATES):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
     def update(
@@ -71,6 +75,7 @@ class PoseMetric(Metric):
         box_scores: torch.Tensor,
         areas: torch.Tensor,
         boxes: torch.Tensor,
+        annotation_ids: torch.Tensor | None = None,
     ) -> None:
         """Add a batch of N people.
 
@@ -81,6 +86,8 @@ class PoseMetric(Metric):
             box_scores: (N,) detector score of the crop's box (1 for ground-truth boxes).
             areas: (N,) person area (the OKS-NMS scale), e.g. box width × height.
             boxes: (N, 4) x1, y1, x2, y2 of each crop's person box (parametric pose NMS).
+            annotation_ids: (N,) the ground-truth person of each crop, -1 for detector boxes
+                (the default).
         """
         count = sample_ids.shape[0]
         if keypoints.shape != (count, self.num_keypoints, 3):
@@ -88,11 +95,14 @@ class PoseMetric(Metric):
                 f"keypoints must have shape ({count}, {self.num_keypoints}, 3), "
                 f"got {tuple(keypoints.shape)}"
             )
+        if annotation_ids is None:
+            annotation_ids = torch.full_like(sample_ids, -1, dtype=torch.long)
         for name, values in (
             ("sample_ids", sample_ids),
             ("image_ids", image_ids),
             ("box_scores", box_scores),
             ("areas", areas),
+            ("annotation_ids", annotation_ids),
         ):
             if values.shape != (count,):
                 raise ValueError(f"{name} must have shape ({count},), got {tuple(values.shape)}")
@@ -104,6 +114,7 @@ class PoseMetric(Metric):
         self.box_scores.append(box_scores.detach().float())
         self.areas.append(areas.detach().float())
         self.boxes.append(boxes.detach().float())
+        self.annotation_ids.append(annotation_ids.detach().long())
 
     def people(self) -> People:
         """Every rank's predictions, each sample once, before post-processing (``scores`` are box
@@ -137,10 +148,7 @@ class PoseMetric(Metric):
             0, inverse, positions, reduce="amin"
         )
         return People(
-            *(
-                dim_zero_cat(getattr(self, name)).cpu()[first_occurrence]
-                for name in ("image_ids", "keypoints", "box_scores", "areas", "boxes")
-            )
+            *(dim_zero_cat(getattr(self, name)).cpu()[first_occurrence] for name in PEOPLE_STATES)
         )
 
 

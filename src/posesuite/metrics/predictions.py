@@ -16,7 +16,8 @@ class People:
     """A table of N person predictions, image-space.
 
     ``scores`` are box (detector) scores going into a `PersonFilter` and person scores coming
-    out of it.
+    out of it. ``annotation_ids`` name the ground-truth person each crop was made from (-1 for
+    detector boxes): protocols that score each labelled person (PCKh, PCK) match by it.
     """
 
     image_ids: torch.Tensor  # (N,) int64
@@ -24,6 +25,12 @@ class People:
     scores: torch.Tensor  # (N,)
     areas: torch.Tensor  # (N,) OKS-NMS scale (crop width x height)
     boxes: torch.Tensor  # (N, 4) x1, y1, x2, y2 of the box each crop was made from
+    annotation_ids: torch.Tensor | None = None  # (N,) int64; None: all -1
+
+    def __post_init__(self) -> None:
+        if self.annotation_ids is None:
+            unknown = torch.full_like(self.image_ids, -1, dtype=torch.long)
+            object.__setattr__(self, "annotation_ids", unknown)
 
     @classmethod
     def empty(cls, num_keypoints: int) -> People:
@@ -39,13 +46,7 @@ class People:
         return int(self.image_ids.shape[0])
 
     def select(self, index: torch.Tensor) -> People:
-        return People(
-            self.image_ids[index],
-            self.keypoints[index],
-            self.scores[index],
-            self.areas[index],
-            self.boxes[index],
-        )
+        return People(**{name: values[index] for name, values in self.as_dict().items()})
 
     def to(self, dtype: torch.dtype) -> People:
         """Floating tables in ``dtype`` (NMS and merging are run in float64 for exactness)."""
@@ -55,6 +56,7 @@ class People:
             self.scores.to(dtype),
             self.areas.to(dtype),
             self.boxes.to(dtype),
+            self.annotation_ids.long(),
         )
 
     def as_dict(self) -> dict[str, torch.Tensor]:

@@ -15,6 +15,7 @@ Methods (``model.postprocess.nms``):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,12 +130,10 @@ class PersonFilter:
                 self.part_weights,
             )
             merged = torch.cat([result.keypoints, result.keypoint_scores[..., None]], dim=-1)
-            return People(
-                people.image_ids[result.kept],
-                merged,
-                rescore(result.keypoint_scores, result.box_scores, config.rescore_threshold),
-                people.areas[result.kept],
-                people.boxes[result.kept],
+            return dataclasses.replace(
+                people.select(result.kept),
+                keypoints=merged,
+                scores=rescore(result.keypoint_scores, result.box_scores, config.rescore_threshold),
             )
         scores = rescore(keypoint_scores, people.scores, config.rescore_threshold)
         sigmas = torch.tensor(self.sigmas, dtype=people.keypoints.dtype)
@@ -149,9 +148,7 @@ class PersonFilter:
                 config.soft_nms_sigma,
                 config.max_people,
             )
-            kept = people.select(keep)
-            return People(kept.image_ids, kept.keypoints, scores, kept.areas, kept.boxes)
+            return dataclasses.replace(people.select(keep), scores=scores)
         else:
             keep = torch.argsort(scores, descending=True, stable=True)
-        kept = people.select(keep)
-        return People(kept.image_ids, kept.keypoints, scores[keep], kept.areas, kept.boxes)
+        return dataclasses.replace(people.select(keep), scores=scores[keep])
