@@ -1,7 +1,8 @@
 """Keypoint sets as data.
 
 A `Skeleton` is loaded from one YAML file under ``conf/skeleton/``; that file is the only place a
-keypoint set's names, flip pairs, OKS sigmas, limbs, loss weights and parts are written down.
+keypoint set's names, flip pairs, OKS sigmas, limbs, loss weights, parts and the joint groups a
+PCK protocol reports are written down.
 The same file is a Hydra config group (``skeleton=coco17``), so runs and the standalone tools read
 the same facts.
 """
@@ -27,7 +28,12 @@ class SkeletonError(ValueError):
 
 @dataclass(frozen=True)
 class Skeleton:
-    """An ordered keypoint set with everything the pipeline needs to know about it."""
+    """An ordered keypoint set with everything the pipeline needs to know about it.
+
+    ``parts`` are keypoint slices scored apart (per-part AP, pose NMS weights); ``groups`` are
+    the joint groups a PCK protocol reports (MPII's Head, Shoulder, ..., Ankle), empty for sets
+    that have none.
+    """
 
     name: str
     keypoints: tuple[str, ...]
@@ -38,6 +44,7 @@ class Skeleton:
     upper_body: tuple[int, ...] = ()
     lower_body: tuple[int, ...] = ()
     parts: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    groups: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def num_keypoints(self) -> int:
@@ -110,6 +117,9 @@ class Skeleton:
         parts = {
             str(k): resolve_list(v, f"parts.{k}") for k, v in (config.get("parts") or {}).items()
         }
+        groups = {
+            str(k): resolve_list(v, f"groups.{k}") for k, v in (config.get("groups") or {}).items()
+        }
         sigmas = per_keypoint("sigmas", None)
         joint_weights = per_keypoint("joint_weights", 1.0)
         sigmas.setflags(write=False)
@@ -124,6 +134,7 @@ class Skeleton:
             upper_body=resolve_list(config.get("upper_body"), "upper_body"),
             lower_body=resolve_list(config.get("lower_body"), "lower_body"),
             parts=parts,
+            groups=groups,
         )
 
     @classmethod
