@@ -69,18 +69,24 @@ class People:
 
 
 def coco_results(people: People) -> list[dict]:
-    """COCO keypoint results records of (post-processed) people."""
-    return [
-        {
+    """COCO keypoint results records of (post-processed) people. A person cropped from a
+    ground-truth box also carries its ``annotation_id`` (protocols that score each labelled
+    person, such as PCKh, match by it); pycocotools ignores the extra key."""
+    records = []
+    for image_id, person_keypoints, score, annotation_id in zip(
+        people.image_ids.tolist(),
+        people.keypoints.double().flatten(1).tolist(),
+        people.scores.double().tolist(),
+        people.annotation_ids.tolist(),
+        strict=True,
+    ):
+        record = {
             "image_id": image_id,
             "category_id": PERSON_CATEGORY_ID,
             "keypoints": person_keypoints,
             "score": score,
         }
-        for image_id, person_keypoints, score in zip(
-            people.image_ids.tolist(),
-            people.keypoints.double().flatten(1).tolist(),
-            people.scores.double().tolist(),
-            strict=True,
-        )
-    ]
+        if annotation_id >= 0:
+            record["annotation_id"] = annotation_id
+        records.append(record)
+    return records
