@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from posesuite.data.records import DataError, PersonRecord
-from posesuite.data.sources.coco import CocoSplit, read_coco_keypoints, read_detections
+from posesuite.data.records import DataError, PersonRecord, Split
+from posesuite.data.sources.coco import read_detections
 
 log = logging.getLogger(__name__)
 
@@ -84,15 +84,16 @@ class BoxSource:
         """Whether each sample gets its own box (`draw` changes the record)."""
         return self.kind == "jitter"
 
-    def describe(self, split: CocoSplit) -> str:
+    def describe(self, split: Split) -> str:
         if self.kind == "detections":
             return f"detections boxes from {self.det_file}"
         return f"{self.kind} boxes from {split.annotations}"
 
-    def records(self, split: CocoSplit, num_keypoints: int, training: bool) -> list[PersonRecord]:
-        """The split's records, with this source's boxes."""
+    def records(self, split: Split, num_keypoints: int, training: bool) -> list[PersonRecord]:
+        """The split's records, with this source's boxes. Detections index the images through
+        a COCO-format ground-truth file."""
         if self.kind != "detections":
-            return read_coco_keypoints(split.annotations, split.images, num_keypoints)
+            return split.read_people(num_keypoints)
         if self.det_file is None:
             setting = "data.train_det_file" if training else "data.det_file"
             raise DataError(
@@ -103,7 +104,7 @@ class BoxSource:
         )
         if not training:
             return detected
-        people = read_coco_keypoints(split.annotations, split.images, num_keypoints)
+        people = split.read_people(num_keypoints)
         matched = match_detections(detected, people, self.match_iou)
         log.info(
             "%d of %d people matched by a detection of %s (IoU >= %.2f)",

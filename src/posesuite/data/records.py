@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -62,3 +64,16 @@ class PersonRecord:
     def image_path(self) -> str:
         """The last frame (the image, for T = 1)."""
         return self.frames[-1]
+
+
+class Split(Protocol):
+    """One split of a dataset in any format (e.g. `posesuite.data.sources.coco.CocoSplit`):
+    ``annotations`` is the ground-truth file the metric reads (``metric(ground_truth=...)``),
+    ``images`` the image folder, ``detections`` a detector's COCO results file or None, and
+    ``read_people`` the format's reader: one record per labelled person."""
+
+    annotations: Path
+    images: Path
+    detections: Path | None
+
+    def read_people(self, num_keypoints: int) -> list[PersonRecord]: ...

@@ -17,11 +17,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CocoSplit:
-    """Files of one split of a COCO-format keypoints dataset."""
+    """Files of one split of a COCO-format keypoints dataset.
+
+    Every dataset format has a split type like this one (`posesuite.data.records.Split`):
+    ``annotations`` is the ground-truth file the metric reads, ``read_people`` the reader.
+    """
 
     annotations: Path
     images: Path
     detections: Path | None = None
+
+    def read_people(self, num_keypoints: int) -> list[PersonRecord]:
+        return read_coco_keypoints(self.annotations, self.images, num_keypoints)
 
 
 @dataclass(frozen=True)

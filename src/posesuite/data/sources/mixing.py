@@ -30,7 +30,6 @@ from torch.utils.data import ConcatDataset
 
 from posesuite.data.mapping import KeypointMapping
 from posesuite.data.records import PersonRecord
-from posesuite.data.sources.coco import read_coco_keypoints
 from posesuite.skeleton import Skeleton, load_skeleton
 
 
@@ -69,7 +68,7 @@ class BoundSource:
     def records(self) -> list[PersonRecord]:
         """The train split's people, their keypoints in the target skeleton's slots."""
         split, _ = self.dataset.prepare()
-        records = read_coco_keypoints(split.annotations, split.images, self.mapping.num_source)
+        records = split.read_people(self.mapping.num_source)
         if self.mapping.is_identity:
             return records
         mapped = [
