@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 
 .PHONY: setup train test test-fast lint format benchmarks clean
 
-$(INSTALLED): requirements.txt pyproject.toml
+$(INSTALLED): requirements.txt pyproject.toml setup.py src/posesuite/data/_jpeg_region.c
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
