@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from posesuite.data.datamodule import read_image
+from posesuite.data.decoding import read_image
 from posesuite.paths import REPO_ROOT
 
 
