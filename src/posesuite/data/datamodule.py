@@ -18,9 +18,8 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from posesuite.data.boxes import BOX_SOURCES, BoxJitter, BoxSource
 from posesuite.data.decoding import decode_for_crop, is_jpeg
 from posesuite.data.photometric import PhotometricAugmentation
-from posesuite.data.records import DataError, PersonRecord
+from posesuite.data.records import DataError, PersonRecord, Split
 from posesuite.data.sampler import MultiSourceSampler
-from posesuite.data.sources.coco import CocoSplit
 from posesuite.data.sources.mixing import MixedDataset, Source
 from posesuite.data.transforms import CropPlan, TopDownTransform
 from posesuite.skeleton import Skeleton
@@ -31,7 +30,7 @@ log = logging.getLogger(__name__)
 class DatasetFiles(Protocol):
     """A dataset description: ``prepare()`` makes its files available and returns them."""
 
-    def prepare(self) -> tuple[CocoSplit, CocoSplit]: ...
+    def prepare(self) -> tuple[Split, Split]: ...
 
 
 class TopDownDataset(Dataset):
@@ -82,7 +81,10 @@ class TopDownDataset(Dataset):
         plan = self.transform.plan(record)
         if self.device_jpeg_decode:
             return self._undecoded_sample(index, record, plan)
-        frames = [decode_for_crop(path, plan.matrix, self.decode_reduced) for path in record.frames]
+        size = self.transform.input_size
+        frames = [
+            decode_for_crop(path, plan.matrix, size, self.decode_reduced) for path in record.frames
+        ]
         broken = [path for path, frame in zip(record.frames, frames, strict=True) if frame is None]
         if broken:
             log.warning(
@@ -124,6 +126,7 @@ class TopDownDataset(Dataset):
         sample.update(
             sample_id=index,
             image_id=np.asarray(record.image_ids, dtype=np.int64),  # (T,)
+            annotation_id=np.int64(record.annotation_id),  # -1 for detector boxes
             box_score=np.float32(record.box_score),
             # x1, y1, x2, y2 of the person box the crop came from (parametric pose NMS reads it)
             box=np.concatenate([record.bbox[:2], record.bbox[:2] + record.bbox[2:]]).astype(
@@ -282,8 +285,8 @@ class PoseDataModule(L.LightningDataModule):
         ]
         self.seed = seed
         self.photometric: PhotometricAugmentation | None = None
-        self.train_split: CocoSplit | None = None
-        self.val_split: CocoSplit | None = None
+        self.train_split: Split | None = None
+        self.val_split: Split | None = None
         self.train_set: TopDownDataset | None = None
         self.val_set: TopDownDataset | None = None
 
@@ -402,9 +405,3 @@ class PoseDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, self.val_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
