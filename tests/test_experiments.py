@@ -30,6 +30,10 @@ def test_experiment_runs_a_fast_dev_run_on_synthetic_data(experiment, data_root,
             overrides=[
                 f"experiment={experiment}",
                 "data=synthetic",
+                # The synthetic people are COCO's: every experiment runs in their keypoint set
+                # and metric (an MPII experiment's own skeleton and PCKh need MPII data).
+                "skeleton=coco17",
+                "metric=coco_ap",
                 f"data.root={data_root}",
                 "data.dataset.num_train_images=2",
                 "data.dataset.num_val_images=1",
