@@ -21,7 +21,7 @@ from posesuite.paths import CONF_DIR
 RELEASED_PARAMS = 47_547_313  # github.com/bmartacho/UniPose, K = 16 (MPII)
 UNUSED_RELEASED_DECODER_CONV = 2048 * 256 + 2 * 256  # built, never called: conv2 + bn2
 MPII = "unipose_res101_mpii-368x368"
-SYNTHETIC = "unipose_res18_synthetic-128x128"
+SYNTHETIC = "unipose_res18_synthetic-96x96"
 
 
 def compose_config(overrides: list[str]):
@@ -99,7 +99,7 @@ def test_output_shape_at_368():
     assert set(outputs) == {"heatmaps"} and outputs["heatmaps"].shape == (1, 17, 46, 46)
 
 
-@pytest.mark.parametrize(("upsample", "size"), [(False, 16), (True, 128)])
+@pytest.mark.parametrize(("upsample", "size"), [(False, 12), (True, 96)])
 def test_output_shapes_at_the_cpu_size_for_both_output_switches(upsample, size):
     cfg = compose_config(
         [f"experiment={SYNTHETIC}", f"model.module.network.upsample_to_input={upsample}"]
@@ -107,7 +107,7 @@ def test_output_shapes_at_the_cpu_size_for_both_output_switches(upsample, size):
     torch.manual_seed(0)
     network = hydra.utils.instantiate(cfg.model.module.network).eval()
     with torch.no_grad():
-        heatmaps = network(torch.zeros(2, 3, 128, 128))["heatmaps"]
+        heatmaps = network(torch.zeros(2, 3, 96, 96))["heatmaps"]
     assert heatmaps.shape == (2, 18, size, size)  # coco17 + the background
 
 
@@ -151,15 +151,15 @@ def test_the_module_trains_and_predicts_with_unipose_unchanged():
     cfg = compose_config([f"experiment={SYNTHETIC}"])
     torch.manual_seed(0)
     module = hydra.utils.instantiate(cfg.model.module, _convert_="partial")
-    images = torch.randint(0, 256, (2, 1, 3, 128, 128), dtype=torch.uint8)
-    keypoints = torch.rand(2, 17, 2) * 127
+    images = torch.randint(0, 256, (2, 1, 3, 96, 96), dtype=torch.uint8)
+    keypoints = torch.rand(2, 17, 2) * 95
     weight = torch.ones(2, 17)
     weight[1, :5] = 0
     module.train()
     outputs = module(images)
     batch = {"keypoints": keypoints, "keypoint_weight": weight, "visibility": 2 * weight.byte()}
     targets = module.codec.encode(batch, outputs)
-    assert targets["heatmaps"].shape == (2, 18, 16, 16)
+    assert targets["heatmaps"].shape == (2, 18, 12, 12)
     losses = module.loss(outputs, targets)
     losses["loss"].backward()
     assert module.network.decoder.final.weight.grad.abs().sum() > 0
@@ -183,9 +183,6 @@ def one_batch_history(root: Path, seed: int, steps: int = 20) -> list[dict[str, 
             "data.num_workers=0",
             "data.persistent_workers=false",
             "data.batch_size=2",
-            # 96x96 (12x12 maps) rather than the experiment's 128x128: half the cost per step
-            "model.input_size=[96,96]",
-            "model.heatmap_size=[12,12]",
         ]
     )
     torch.manual_seed(seed)
@@ -225,9 +222,9 @@ def one_batch_history(root: Path, seed: int, steps: int = 20) -> list[dict[str, 
 def test_a_few_adam_steps_on_one_batch_lower_the_loss(tmp_path):
     """The first loss is about that of all-zero maps (the last conv starts near zero), most of
     it the background's; after 20 steps the total must have halved and the joint maps' error be
-    under half that of empty maps, i.e. they learned peaks, not only the background's level
-    (seeds 0 and 1: 0.10x / 0.10x and 0.25x / 0.23x)."""
+    under 0.7x that of empty maps, i.e. they learned peaks, not only the background's level
+    (seeds 0 and 1: 0.13x / 0.14x and 0.43x / 0.45x)."""
     history = one_batch_history(tmp_path, seed=0)
     first, last = history[0], history[-1]
     assert last["loss"] < 0.5 * first["loss"], history
-    assert last["joints"] < 0.5 * last["joints_zero"], history
+    assert last["joints"] < 0.7 * last["joints_zero"], history

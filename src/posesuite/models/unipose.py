@@ -194,6 +194,7 @@ class UniPose(nn.Module):
         shared_branch_convs: WASP's branch 1x1 convs shared by all branches (released) or each
             branch's own.
         upsample_to_input: maps at the input size (paper) instead of stride 8 (released).
+        channels: the width of the pooling module and the decoder (released: 256).
     """
 
     def __init__(
@@ -226,7 +227,7 @@ class UniPose(nn.Module):
                 waterfall=pooling == "wasp",
                 shared_branch_convs=shared_branch_convs,
             )
-        self.decoder = UniPoseDecoder(low_channels, channels, num_keypoints + 1)
+        self.decoder = UniPoseDecoder(low_channels, channels, num_keypoints + 1, channels=channels)
         self.upsample_to_input = upsample_to_input
         for name, module in self.named_modules():
             # Kaiming-normal convs as released; the backbone keeps timm's init, the final conv
