@@ -123,3 +123,17 @@ def test_the_data_module_serves_each_split_from_its_box_source(synthetic_coco, t
 def test_bad_box_settings_name_the_key(synthetic_coco, tmp_path, options, message):
     with pytest.raises(DataError, match=message):
         data_module(synthetic_coco, tmp_path, **options).setup("fit")
+
+
+def test_detections_need_a_coco_format_split(tmp_path):
+    class OtherFormat:  # any records.Split that is not COCO-format, e.g. MPII's
+        annotations = tmp_path / "gt.mat"
+        images = tmp_path
+        detections = None
+
+        def read_people(self, num_keypoints):
+            return []
+
+    source = BoxSource("detections", det_file=tmp_path / "det.json")
+    with pytest.raises(DataError, match=r"gt\.mat is a OtherFormat: use gt or jitter"):
+        source.records(OtherFormat(), 16, training=False)

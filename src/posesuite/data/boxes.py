@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from posesuite.data.records import DataError, PersonRecord, Split
-from posesuite.data.sources.coco import read_detections
+from posesuite.data.sources.coco import CocoSplit, read_detections
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,11 @@ class BoxSource:
         a COCO-format ground-truth file."""
         if self.kind != "detections":
             return split.read_people(num_keypoints)
+        if not isinstance(split, CocoSplit):
+            raise DataError(
+                f"box source 'detections' reads COCO detection results against COCO-format "
+                f"ground truth; {split.annotations} is a {type(split).__name__}: use gt or jitter"
+            )
         if self.det_file is None:
             setting = "data.train_det_file" if training else "data.det_file"
             raise DataError(
