@@ -6,18 +6,21 @@ floor, one JPEG decode plus one affine warp per person crop. This measures, in a
 with one thread (the work of one worker), at each input size:
 
 - floor: ``cv2.imread`` + ``cv2.warpAffine`` with the crop's affine, nothing else;
-- ``TopDownDataset.__getitem__`` with the validation transform (no augmentation);
-- the same with the training augmentation (``Augmentation()`` defaults), as before this change
-  (albumentations' photometric step in the worker), with the random geometry only (the
-  photometric step now runs on the device), and with reduced JPEG decoding as well (the
-  configured training worker, ``data.decode_reduced=true``);
+- ``TopDownDataset.__getitem__`` with the validation transform (no augmentation), decoding only
+  the region of the JPEG the crop reads (``posesuite.data._jpeg_region``) and, for comparison,
+  the whole image (as without the extension);
+- the same with the training augmentation (``Augmentation()`` defaults), decoding whole images:
+  as before the photometric step moved to the device (albumentations' step in the worker), with
+  the random geometry only, and with reduced JPEG decoding (``data.decode_reduced=true``); then
+  the configured training worker: reduced and region decoding;
 - a ``DataLoader`` with 1 and 2 workers serving the configured training batches;
 - the device photometric step (``PhotometricAugmentation``) on batches of ``--batch-size``
   crops on the CPU, per crop: it now runs in the training process;
 - with a CUDA device, ``decode_crops_on_device`` (``data.device_jpeg_decode=true``): nvJPEG
   decoding and the warp of a batch on the GPU, the worker only reading the files' bytes.
 
-``--breakdown`` adds the parts of a crop timed apart: decoding, and the transform alone.
+``--breakdown`` adds the parts of a crop timed apart: decoding (whole, region), and the transform
+alone.
 
     .venv/bin/python experiments/benchmarks/dataloader.py [--seconds 3] [--sizes 96x128 192x256]
 """
@@ -33,19 +36,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import cv2
 import numpy as np
+import simplejpeg
 import torch
 from machine import machine_info, warn_if_busy, write_results
 from torch.utils.data import DataLoader
 
-from posesuite.data.datamodule import (
-    TopDownDataset,
-    collate_skipping,
-    decode_crops_on_device,
-    read_image,
-)
+from posesuite.data import decoding
+from posesuite.data.datamodule import TopDownDataset, collate_skipping, decode_crops_on_device
+from posesuite.data.decoding import crop_region, decode_for_crop, read_image
 from posesuite.data.geometry import box_to_center_scale, crop_affine
 from posesuite.data.photometric import PhotometricAugmentation, albumentations_reference
 from posesuite.data.records import PersonRecord
@@ -217,7 +219,7 @@ def with_worker_photometric(step: Callable[[int], dict[str, Any]]) -> Callable[[
     pipeline = albumentations_reference(seed=0)
 
     def augmented(index: int) -> np.ndarray:
-        crop = step(index)["image"].transpose(1, 2, 0)
+        crop = step(index)["image"][0].transpose(1, 2, 0)  # the sample's one frame
         return pipeline(image=np.ascontiguousarray(crop))["image"]
 
     return augmented
@@ -247,6 +249,35 @@ def reduction_shares(dataset: TopDownDataset, draws: int = 2000) -> dict[str, fl
     return {f"1/{f}": counts[f] / draws for f in sorted(counts)}
 
 
+def region_shares(dataset: TopDownDataset, draws: int = 2000) -> dict[str, float]:
+    """Means over ``draws`` training crop plans (reduced decode) of the share of the image's
+    pixels a region decode outputs, before the extension widens it to iMCU columns, and of its
+    rows that are entropy-decoded (all rows down to the region's last)."""
+    pixels, rows = [], []
+    for draw in range(draws):
+        record = dataset.records[draw % len(dataset)]
+        plan = dataset.transform.plan(record)
+        reduction = plan.decode_reduction()
+        height, width = simplejpeg.decode_jpeg_header(Path(record.image_path).read_bytes())[:2]
+        width, height = -(-width // reduction), -(-height // reduction)
+        x0, y0, x1, y1 = crop_region(plan.matrix, dataset.transform.input_size, reduction)
+        x0, x1 = np.clip([x0, x1], 0, width)
+        y0, y1 = np.clip([y0, y1], 0, height)
+        pixels.append((x1 - x0) * (y1 - y0) / (width * height))
+        rows.append(y1 / height)
+    return {"pixels_decoded": float(np.mean(pixels)), "rows_entropy_decoded": float(np.mean(rows))}
+
+
+def whole_frames(measure: Callable[[], float]) -> Callable[[], float]:
+    """``measure`` with every frame decoded whole, as where the extension is not built."""
+
+    def measure_whole() -> float:
+        with mock.patch.object(decoding, "decode_region", None):
+            return measure()
+
+    return measure_whole
+
+
 def pipelines(
     records: Sequence[PersonRecord],
     skeleton: Skeleton,
@@ -259,13 +290,15 @@ def pipelines(
         transform = TopDownTransform(skeleton, input_size, 1.25, augmentation)
         return TopDownDataset(records, transform, decode_reduced=decode_reduced)
 
-    def single(name: str, step: Callable[[int], Any]) -> Pipeline:
-        return Pipeline(
-            input_size, name, lambda: single_process_rate(step, len(records), args.seconds)
-        )
+    def single(name: str, step: Callable[[int], Any], whole: bool = False) -> Pipeline:
+        def measure() -> float:
+            return single_process_rate(step, len(records), args.seconds)
+
+        return Pipeline(input_size, name, whole_frames(measure) if whole else measure)
 
     def loader(workers: int) -> Pipeline:
-        name = f"DataLoader, {workers} worker{'s' if workers > 1 else ''}, train (reduced decode)"
+        workers_name = f"{workers} worker{'s' if workers > 1 else ''}"
+        name = f"DataLoader, {workers_name}, train (reduced + region decode)"
         return Pipeline(
             input_size,
             name,
@@ -278,15 +311,24 @@ def pipelines(
     photometric = PhotometricAugmentation()
     rows = [
         single(FLOOR, floor_step(records, input_size)),
-        single("dataset, val transform", dataset(None).__getitem__),
+        single("dataset, val transform, region decode", dataset(None).__getitem__),
+        single("dataset, val transform, whole decode", dataset(None).__getitem__, whole=True),
         single(
-            "dataset, train aug. + worker photometric (before)",
+            "dataset, train aug. + worker photometric, whole decode (before)",
             with_worker_photometric(dataset(geometry).__getitem__),
+            whole=True,
         ),
         single(
-            "dataset, train aug. (geometry; photometric on device)", dataset(geometry).__getitem__
+            "dataset, train aug. (geometry; photometric on device), whole decode",
+            dataset(geometry).__getitem__,
+            whole=True,
         ),
-        single("dataset, train aug. + reduced decode (configured)", train_set.__getitem__),
+        single(
+            "dataset, train aug. + reduced decode, whole (before)",
+            train_set.__getitem__,
+            whole=True,
+        ),
+        single("dataset, train aug. + reduced + region decode (configured)", train_set.__getitem__),
     ]
     rows += [loader(workers) for workers in args.workers]
     rows.append(
@@ -336,6 +378,9 @@ def part_steps(
     paths = [record.image_path for record in records]
     frames = {path: read_image(path) for record in records for path in record.frames}
     plans = TopDownTransform(skeleton, input_size, 1.25, Augmentation(photometric=False))
+    # Fixed draws of the training plans, so that the region rows time the same regions.
+    train_plans = [[plans.plan(record).matrix for record in records] for _ in range(8)]
+    draw = itertools.count()
 
     def transform_only(augmentation: Augmentation | None) -> Callable[[int], Any]:
         transform = TopDownTransform(skeleton, input_size, 1.25, augmentation)
@@ -346,11 +391,22 @@ def part_steps(
     def reduced_read(index: int) -> np.ndarray:
         return read_image(paths[index], plans.plan(records[index]).decode_reduction())
 
+    def region_read(reduce: bool) -> Callable[[int], Any]:
+        def read(index: int) -> decoding.DecodedFrame | None:
+            matrix = train_plans[next(draw) // len(records) % len(train_plans)][index]
+            return decode_for_crop(paths[index], matrix, input_size, reduce)
+
+        return read
+
+    def whole_by_extension(index: int) -> Any:
+        big = 1 << 30
+        return decoding.decode_region(np.fromfile(paths[index], np.uint8), 0, 0, big, big, 1)
+
     photometric = albumentations_reference(seed=0)
     crops = [
         np.ascontiguousarray(
-            TopDownTransform(skeleton, input_size)(record, [frames[record.image_path]])[
-                "image"
+            TopDownTransform(skeleton, input_size)(record, [frames[record.image_path]])["image"][
+                0
             ].transpose(1, 2, 0)
         )
         for record in records
@@ -366,6 +422,9 @@ def part_steps(
         ),
         ("part: read_image (RGB decode)", lambda index: read_image(paths[index])),
         ("part: read_image at the train plan's reduction", reduced_read),
+        ("part: the extension decoding the whole image", whole_by_extension),
+        ("part: region decode of the train plan, full resolution", region_read(False)),
+        ("part: region decode of the train plan at its reduction", region_read(True)),
         ("part: val transform of decoded frames", transform_only(None)),
         (
             "part: train aug. (geometry) of decoded frames",
@@ -417,6 +476,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         opencv=cv2.__version__
     )  # first, so the load average is the machine's, not ours
     warn_if_busy(machine)
+    if decoding.decode_region is None:
+        sys.exit("posesuite.data._jpeg_region is not built (`make setup` builds it)")
     # One worker's work: a worker process gets one torch thread, and OpenCV must not fan out.
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
@@ -438,6 +499,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         for width, height in args.sizes
     }
     print(f"share of training crops per JPEG reduction: {reductions}", file=sys.stderr)
+    regions = {
+        f"{width}x{height}": region_shares(
+            TopDownDataset(
+                records,
+                TopDownTransform(skeleton, (width, height), 1.25, Augmentation()),
+                decode_reduced=True,
+            )
+        )
+        for width, height in args.sizes
+    }
+    print(f"training crops' region decodes: {regions}", file=sys.stderr)
     rates: list[list[float]] = [[] for _ in rows]
     # Repeats go round all rows, so a slow spell of this shared machine hits each row a little
     # instead of one row entirely.
@@ -461,6 +533,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "benchmark": "dataloader",
         "data": {"description": dataset, "people": len(records), "images": images},
         "train_crops_per_decode_reduction": reductions,
+        "train_crops_region_decoded": regions,
         "machine": machine,
         "settings": {
             "seconds": args.seconds,
