@@ -3,27 +3,23 @@ the real MPII samples, and an oracle network through the LightningModule."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 from functools import partial
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
+from oracle import validate_with_oracle
 from scipy.io import savemat
-from torch import nn
 
 from posesuite.codecs.heatmap import HeatmapCodec
 from posesuite.data.datamodule import PoseDataModule
 from posesuite.data.sources.mpii import MpiiDataset, read_mpii_ground_truth
 from posesuite.data.transforms import TopDownTransform
-from posesuite.lit.module import PoseEstimationModule
 from posesuite.metrics.pck import PCKhMetric
 from posesuite.metrics.predictions import People
-from posesuite.paths import REPO_ROOT
 from posesuite.skeleton import load_skeleton
 
 SKELETON = load_skeleton("mpii16")
@@ -224,19 +220,9 @@ def test_real_mpii_equals_mmpose_formula(real_data_dir, tmp_path):
     assert metric.evaluate(people(truth.joints, range(5)))["PCKh"] == 100.0
 
 
-def load_lit_oracle():
-    """The oracle network and its callback of tests/lit/test_module.py (tests are no package)."""
-    path = REPO_ROOT / "tests" / "lit" / "test_module.py"
-    spec = importlib.util.spec_from_file_location("lit_module_oracle", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.OracleNetwork, module.ShowTheAnswer
-
-
 def test_oracle_heatmaps_through_validation_step_give_pckh_100(real_data_dir, tmp_path):
     """Real MPII crops from `MpiiDataset` -> oracle heatmaps (and the mirrored crop's) ->
     `validation_step` (flip test, decoding, inverse affine) -> post-processing -> PCKh 100."""
-    OracleNetwork, ShowTheAnswer = load_lit_oracle()
     mpii = real_data_dir / "mpii"
     gt_file, _ = real_gt_mat(real_data_dir, tmp_path)
     input_size = (256, 256)
@@ -258,23 +244,7 @@ def test_oracle_heatmaps_through_validation_step_give_pckh_100(real_data_dir, tm
         val_batch_size=5,
         num_workers=0,
     )
-    module = PoseEstimationModule(
-        network=OracleNetwork(codec, list(SKELETON.flip_index)),
-        codec=codec,
-        loss=nn.MSELoss(),
-        skeleton=SKELETON,
-        optimizer=partial(torch.optim.SGD, lr=0.0),
-        metric=partial(PCKhMetric),
-    )
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[ShowTheAnswer()],
-    )
-    (values,) = trainer.validate(module, datamodule=datamodule, verbose=False)
+    values, module = validate_with_oracle(datamodule, codec, SKELETON, partial(PCKhMetric))
     assert {name: values[f"val/{name}"] for name in STAT_NAMES} == dict.fromkeys(STAT_NAMES, 100.0)
     raw = module.last_evaluation.raw
     assert sorted(raw.annotation_ids.tolist()) == [0, 1, 2, 3, 4]
