@@ -1,17 +1,26 @@
-"""MPII's PCKh as a `PoseMetric` (``metric=pckh``), by the benchmark's protocol.
+"""The PCK-style protocols, each a `PoseMetric`: MPII's PCKh (``metric=pckh``) and PCK@0.2
+(``metric=pck``: LSP, Penn Action).
 
-The protocol (the MPII benchmark's Matlab evaluation; mmpose's and HRNet's Python ports compute
-the same Mean): a labelled joint is correct when its prediction lies within ``threshold`` x the
-person's head size of the ground truth, head size = 0.6 x the diagonal of the annotated head box
-(``headboxes_src`` of ``mpii_gt_val.mat``). Per joint, PCKh is the share of its labelled
-instances that are correct; a group (Head, Shoulder, ..., Ankle, from the skeleton's ``groups``)
-reports the mean of its joints' PCKh; ``PCKh`` (the protocol's Mean) and ``PCKh@0.1`` pool every
-labelled joint of the groups (all but pelvis and thorax). Every ground-truth person counts once:
-a person without a prediction has every labelled joint wrong.
+Both count a labelled joint correct when its prediction lies within ``threshold`` x the
+person's reference size of the ground truth (``<=``: the benchmarks count a distance equal to
+the threshold as correct; mmpose's ports use ``<``, which differs only on exact ties). Per joint,
+the value is the share of its labelled instances that are correct; a group (Head, Shoulder,
+..., Ankle, from the skeleton's ``groups``) reports the mean of its joints' values; the headline
+value and its @0.1 pool every labelled joint of the groups. Every ground-truth person counts
+once: a person without a prediction has every labelled joint wrong.
 
-Predictions are matched to ground-truth people by ``annotation_id`` (the person a crop was made
-from); the benchmark counts a distance equal to the threshold as correct (``<=``; mmpose's port
-uses ``<``, which differs only on exact ties).
+PCKh (the MPII benchmark's Matlab evaluation; mmpose's and HRNet's Python ports compute the
+same Mean): threshold 0.5 x head size, head size = 0.6 x the diagonal of the annotated head box
+(``headboxes_src`` of ``mpii_gt_val.mat``); the groups leave out pelvis and thorax. Predictions
+are matched to ground-truth people by ``annotation_id`` (the person a crop was made from).
+
+PCK (``PCK`` = PCK@0.2, and PCK@0.1): the reference size is the ground truth's torso, the
+distance between left shoulder and right hip in that frame (LSP's convention since DeepPose), or
+the larger side of the ground-truth person box (Penn Action's, as mmpose's PCKAccuracy with
+``norm_item='bbox'``). A person-frame whose reference is degenerate (under 1 px, or a torso joint
+unlabelled) is left out and counted in a warning; predictions never stand in for it.
+Ground truth is a `KeypointGroundTruth` (`read_keypoint_ground_truth`); predictions are matched
+to its entries by (``image_id``, ``annotation_id``).
 """
 
 from __future__ import annotations
@@ -24,6 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from posesuite.data.ground_truth import KeypointGroundTruth
+from posesuite.data.records import DataError
+from posesuite.data.sources.lsp import read_lsp_ground_truth, split_image_range
 from posesuite.data.sources.mpii import MpiiGroundTruth, read_mpii_ground_truth
 from posesuite.metrics.base import PoseMetric, Report
 from posesuite.metrics.predictions import People
@@ -36,12 +48,18 @@ HEAD_BOX_FACTOR = 0.6
 PRIMARY_THRESHOLD = 0.5
 LOW_THRESHOLD = 0.1
 HEAD_SIZES = ("headbox", "joints")
+PCK_THRESHOLD = 0.2
+PCK_LOW_THRESHOLD = 0.1
+REFERENCES = ("torso", "bbox")
+TORSO_JOINTS = ("left_shoulder", "right_hip")
+# Reference sizes below this (px) are degenerate: the person-frame is left out.
+MIN_REFERENCE_SIZE = 1.0
 
 
 @dataclass(frozen=True)
 class JointCounts:
-    """Per joint (K,): labelled instances over every ground-truth person, and how many of them
-    the predictions got within each threshold x head size."""
+    """Per joint (K,): labelled instances over every scored ground-truth person, and how many
+    of them the predictions got within each threshold x the person's reference size."""
 
     labelled: np.ndarray
     correct: Mapping[float, np.ndarray]
@@ -103,21 +121,28 @@ def match_predictions(
             f"annotation id {int(annotation_ids[unknown][0])} names no person of "
             f"{ground_truth.path} (people 0-{len(ground_truth) - 1}, in file order)"
         )
+    return _best_per_entry(annotation_ids, keypoints, scores, ground_truth.joints.shape)
+
+
+def _best_per_entry(
+    entries: np.ndarray, keypoints: np.ndarray, scores: np.ndarray, shape: tuple[int, ...]
+) -> np.ndarray:
+    """(N, K, 2) the highest-scored prediction of each ground-truth entry, NaN where none."""
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
-    _, first = np.unique(annotation_ids[order], return_index=True)
+    _, first = np.unique(entries[order], return_index=True)
     chosen = order[first]
-    matched = np.full(ground_truth.joints.shape, np.nan)
-    matched[annotation_ids[chosen]] = np.asarray(keypoints, dtype=np.float64)[chosen, :, :2]
+    matched = np.full(shape, np.nan)
+    matched[entries[chosen]] = np.asarray(keypoints, dtype=np.float64)[chosen, :, :2]
     return matched
 
 
 def joint_counts(
-    ground_truth: MpiiGroundTruth,
+    ground_truth: MpiiGroundTruth | KeypointGroundTruth,
     matched: np.ndarray,
     sizes: np.ndarray,
     thresholds: Sequence[float] = (PRIMARY_THRESHOLD, LOW_THRESHOLD),
 ) -> JointCounts:
-    """Count labelled and correct joints; people whose head size is NaN are left out."""
+    """Count labelled and correct joints; people whose reference size is NaN are left out."""
     scored = ground_truth.labelled & np.isfinite(sizes)[:, None]
     distance = np.linalg.norm(matched - ground_truth.joints, axis=2) / sizes[:, None]
     # NaN distances (no prediction) compare False: a miss.
@@ -131,18 +156,30 @@ def _share(correct: np.ndarray, labelled: np.ndarray) -> np.ndarray:
         return np.where(labelled > 0, 100.0 * correct / labelled, np.nan)
 
 
-def pckh_values(counts: JointCounts, groups: Mapping[str, Sequence[int]]) -> dict[str, float]:
-    """``PCKh`` and ``PCKh@0.1`` pooled over the groups' joints, then each group's mean PCKh."""
+def group_values(
+    counts: JointCounts,
+    groups: Mapping[str, Sequence[int]],
+    name: str,
+    thresholds: tuple[float, float],
+) -> dict[str, float]:
+    """``name`` and ``name@low`` pooled over the groups' joints at the two ``thresholds``
+    (primary, low), then each group's mean at the primary one."""
     members = sorted({joint for joints in groups.values() for joint in joints})
+    primary, low = thresholds
     values = {}
-    for name, threshold in (("PCKh", PRIMARY_THRESHOLD), ("PCKh@0.1", LOW_THRESHOLD)):
+    for value_name, threshold in ((name, primary), (f"{name}@{low:g}", low)):
         labelled = counts.labelled[members].sum()
         correct = counts.correct[threshold][members].sum()
-        values[name] = float(_share(np.asarray(correct), np.asarray(labelled)))
-    per_joint = _share(counts.correct[PRIMARY_THRESHOLD], counts.labelled)
-    for name, joints in groups.items():
-        values[name] = float(np.mean(per_joint[list(joints)]))
+        values[value_name] = float(_share(np.asarray(correct), np.asarray(labelled)))
+    per_joint = _share(counts.correct[primary], counts.labelled)
+    for group, joints in groups.items():
+        values[group] = float(np.mean(per_joint[list(joints)]))
     return values
+
+
+def pckh_values(counts: JointCounts, groups: Mapping[str, Sequence[int]]) -> dict[str, float]:
+    """``PCKh`` and ``PCKh@0.1`` pooled over the groups' joints, then each group's mean PCKh."""
+    return group_values(counts, groups, "PCKh", (PRIMARY_THRESHOLD, LOW_THRESHOLD))
 
 
 def evaluate_pckh(
@@ -229,33 +266,259 @@ class PCKhMetric(PoseMetric):
     def reports(self, people: People) -> list[Report]:
         """PCKh@0.5 and @0.1 per joint and per group, with the labelled counts."""
         values, counts = self._evaluate(people)
-        joints = {
-            name: {
-                "labelled": int(counts.labelled[k]),
-                "PCKh": float(_share(counts.correct[PRIMARY_THRESHOLD][k], counts.labelled[k])),
-                "PCKh@0.1": float(_share(counts.correct[LOW_THRESHOLD][k], counts.labelled[k])),
-            }
-            for k, name in enumerate(self.skeleton.keypoints)
-        }
-        groups = {name: values[name] for name in self.skeleton.groups}
-        data = {
-            "joints": joints,
-            "groups": groups,
-            "mean": {"PCKh": values["PCKh"], "PCKh@0.1": values["PCKh@0.1"]},
-        }
-        return [Report("per_joint_pckh", data, format_pckh_table(data), "PCKh per joint")]
-
-
-def format_pckh_table(data: Mapping[str, Any]) -> str:
-    """The per-joint rows, then the groups and the Mean, as aligned text."""
-    width = max(len(name) for name in (*data["joints"], *data["groups"], "Mean"))
-    lines = [f"{'joint':<{width}}  labelled  PCKh@0.5  PCKh@0.1"]
-    for name, row in data["joints"].items():
-        lines.append(
-            f"{name:<{width}}  {row['labelled']:>8d}  {row['PCKh']:>8.2f}  {row['PCKh@0.1']:>8.2f}"
+        data = per_joint_data(
+            values, counts, self.skeleton, "PCKh", (PRIMARY_THRESHOLD, LOW_THRESHOLD)
         )
-    for name, value in data["groups"].items():
-        lines.append(f"{name:<{width}}  {'':>8}  {value:>8.2f}")
+        table = format_pck_table(data, "PCKh", (PRIMARY_THRESHOLD, LOW_THRESHOLD))
+        return [Report("per_joint_pckh", data, table, "PCKh per joint")]
+
+
+def per_joint_data(
+    values: Mapping[str, float],
+    counts: JointCounts,
+    skeleton: Skeleton,
+    name: str,
+    thresholds: tuple[float, float],
+) -> dict[str, Any]:
+    """A report's data: per joint the labelled count and its values at both thresholds, the
+    groups' values and the pooled Mean (``values`` from `group_values`)."""
+    primary, low = thresholds
+    low_name = f"{name}@{low:g}"
+    joints = {
+        joint: {
+            "labelled": int(counts.labelled[k]),
+            name: float(_share(counts.correct[primary][k], counts.labelled[k])),
+            low_name: float(_share(counts.correct[low][k], counts.labelled[k])),
+        }
+        for k, joint in enumerate(skeleton.keypoints)
+    }
+    return {
+        "joints": joints,
+        "groups": {group: values[group] for group in skeleton.groups},
+        "mean": {name: values[name], low_name: values[low_name]},
+    }
+
+
+def format_pck_table(data: Mapping[str, Any], name: str, thresholds: tuple[float, float]) -> str:
+    """The per-joint rows, then the groups and the Mean, as aligned text."""
+    primary, low = thresholds
+    low_name = f"{name}@{low:g}"
+    headers = (f"{name}@{primary:g}", low_name)
+    cell = max(8, *(len(h) for h in headers))
+    width = max(len(joint) for joint in (*data["joints"], *data["groups"], "Mean"))
+    lines = [f"{'joint':<{width}}  labelled  {headers[0]:>{cell}}  {headers[1]:>{cell}}"]
+    for joint, row in data["joints"].items():
+        lines.append(
+            f"{joint:<{width}}  {row['labelled']:>8d}  {row[name]:>{cell}.2f}  "
+            f"{row[low_name]:>{cell}.2f}"
+        )
+    for group, value in data["groups"].items():
+        lines.append(f"{group:<{width}}  {'':>8}  {value:>{cell}.2f}")
     mean = data["mean"]
-    lines.append(f"{'Mean':<{width}}  {'':>8}  {mean['PCKh']:>8.2f}  {mean['PCKh@0.1']:>8.2f}")
+    lines.append(
+        f"{'Mean':<{width}}  {'':>8}  {mean[name]:>{cell}.2f}  {mean[low_name]:>{cell}.2f}"
+    )
     return "\n".join(lines)
+
+
+def read_keypoint_ground_truth(path: str | Path, num_keypoints: int) -> KeypointGroundTruth:
+    """The PCK ground truth at ``path``: LSP's joints.mat (``.mat``, optionally restricted to
+    ``#images=FIRST-LAST``, as `posesuite.data.sources.lsp.LspSplit.annotations` names it) or a
+    Penn Action dataset folder (its root or its ``labels/``: the test videos' frames)."""
+    file, images = split_image_range(path)
+    if file.suffix.lower() == ".mat":
+        return read_lsp_ground_truth(file, num_keypoints, images)
+    if images is not None:
+        raise DataError(f"{path}: an image range only applies to LSP's joints.mat")
+    if file.is_dir():
+        # Imported here: only Penn Action ground truth needs its reader.
+        from posesuite.data.sources.penn_action import read_penn_action_ground_truth
+
+        return read_penn_action_ground_truth(file, num_keypoints)
+    if not file.exists():
+        raise DataError(f"file not found: {file}")
+    raise DataError(f"{file}: PCK ground truth is LSP's joints.mat or a Penn Action dataset folder")
+
+
+def reference_sizes(
+    ground_truth: KeypointGroundTruth,
+    reference: str,
+    skeleton: Skeleton,
+    torso_joints: Sequence[str] = TORSO_JOINTS,
+) -> np.ndarray:
+    """(N,) each entry's reference size in pixels, NaN where it is degenerate.
+
+    ``torso``: the ground truth's distance between the two ``torso_joints`` (LSP: left shoulder
+    to right hip), NaN where one is unlabelled. ``bbox``: max(w, h) of the ground-truth box.
+    Sizes under `MIN_REFERENCE_SIZE` are NaN too.
+    """
+    if reference == "torso":
+        first, second = (skeleton.index(name) for name in torso_joints)
+        both = ground_truth.labelled[:, first] & ground_truth.labelled[:, second]
+        joints = ground_truth.joints
+        sizes = np.where(both, np.linalg.norm(joints[:, second] - joints[:, first], axis=1), np.nan)
+    elif reference == "bbox":
+        sizes = ground_truth.boxes[:, 2:].max(axis=1)
+    else:
+        raise ValueError(f"reference must be one of {', '.join(REFERENCES)}, got {reference!r}")
+    return np.where(sizes >= MIN_REFERENCE_SIZE, sizes, np.nan)
+
+
+def match_keypoint_predictions(
+    ground_truth: KeypointGroundTruth,
+    keypoints: np.ndarray,
+    image_ids: np.ndarray,
+    annotation_ids: np.ndarray,
+    scores: np.ndarray,
+) -> np.ndarray:
+    """(N, K, 2) the prediction of each ground-truth entry, found by (image id, annotation id);
+    NaN for entries without one. Of several predictions of one entry the highest-scored is
+    taken, so each entry counts once; a prediction that names no entry is an error."""
+    annotation_ids = np.asarray(annotation_ids, dtype=np.int64)
+    detected = annotation_ids == -1
+    if detected.any():
+        raise ValueError(
+            f"PCK scores each ground-truth person of {ground_truth.path} by the crop of its own "
+            f"box, but {int(detected.sum())} of {len(annotation_ids)} predictions come from "
+            "detector boxes (annotation id -1): evaluate on ground-truth boxes "
+            "(data.box_source=gt), or give results records an annotation_id"
+        )
+    index = {
+        key: entry
+        for entry, key in enumerate(
+            zip(ground_truth.image_ids.tolist(), ground_truth.annotation_ids.tolist(), strict=True)
+        )
+    }
+    pairs = zip(np.asarray(image_ids).tolist(), annotation_ids.tolist(), strict=True)
+    entries = np.empty(len(annotation_ids), dtype=np.int64)
+    for prediction, pair in enumerate(pairs):
+        entry = index.get(pair)
+        if entry is None:
+            raise ValueError(
+                f"prediction #{prediction} (image id {pair[0]}, annotation id {pair[1]}) names "
+                f"no ground-truth entry of {ground_truth.path}"
+            )
+        entries[prediction] = entry
+    return _best_per_entry(entries, keypoints, scores, ground_truth.joints.shape)
+
+
+def evaluate_pck(
+    ground_truth: KeypointGroundTruth,
+    keypoints: np.ndarray,
+    image_ids: np.ndarray,
+    annotation_ids: np.ndarray,
+    scores: np.ndarray,
+    skeleton: Skeleton,
+    reference: str = "torso",
+    torso_joints: Sequence[str] = TORSO_JOINTS,
+) -> tuple[dict[str, float], JointCounts]:
+    """``PCK`` (@0.2), ``PCK@0.1`` and the groups' PCK (`group_values`) of predictions
+    (M, K, >=2) of ground-truth entries, and the per-joint counts they come from."""
+    if not skeleton.groups:
+        raise ValueError(f"skeleton {skeleton.name!r} has no joint groups for PCK to report")
+    if ground_truth.num_keypoints != skeleton.num_keypoints:
+        raise ValueError(
+            f"{ground_truth.path} has {ground_truth.num_keypoints} joints per person, "
+            f"skeleton {skeleton.name!r} {skeleton.num_keypoints}"
+        )
+    sizes = reference_sizes(ground_truth, reference, skeleton, torso_joints)
+    matched = match_keypoint_predictions(ground_truth, keypoints, image_ids, annotation_ids, scores)
+    left_out = int(np.isnan(sizes).sum())
+    if left_out:
+        what = f"torso ({' - '.join(torso_joints)})" if reference == "torso" else "box"
+        log.warning(
+            "PCK of %s: %d of %d person-frames left out, their ground-truth %s is under %g px "
+            "or unlabelled",
+            ground_truth.path,
+            left_out,
+            len(ground_truth),
+            what,
+            MIN_REFERENCE_SIZE,
+        )
+    unmatched = int((np.isnan(matched).all(axis=(1, 2)) & ~np.isnan(sizes)).sum())
+    if unmatched:
+        log.warning(
+            "PCK of %s: %d of %d person-frames have no prediction: every labelled joint of "
+            "theirs counts as wrong",
+            ground_truth.path,
+            unmatched,
+            len(ground_truth),
+        )
+    counts = joint_counts(ground_truth, matched, sizes, (PCK_THRESHOLD, PCK_LOW_THRESHOLD))
+    values = group_values(counts, skeleton.groups, "PCK", (PCK_THRESHOLD, PCK_LOW_THRESHOLD))
+    return values, counts
+
+
+class PCKMetric(PoseMetric):
+    """PCK (``PCK`` at 0.2, ``PCK@0.1``, then one PCK@0.2 per skeleton group, for ``lsp14``:
+    ``Head``, ``Shoulder``, ``Elbow``, ``Wrist``, ``Hip``, ``Knee``, ``Ankle``), in percent.
+
+    Args:
+        ground_truth: the evaluated split's ground truth (`read_keypoint_ground_truth`): LSP's
+            joints.mat with the split's image range (``joints.mat#images=1001-2000``, as
+            ``data=lsp`` names it) or a Penn Action folder.
+        skeleton: the keypoint set, with the ``groups`` to report.
+        primary: the value monitored for checkpoints and returned to sweepers.
+        reference: ``torso`` (LSP: the distance between ``torso_joints``) or ``bbox`` (Penn
+            Action: the larger side of the ground-truth box).
+        torso_joints: the two joints whose distance is the torso size.
+        kwargs: passed to ``torchmetrics.Metric``.
+    """
+
+    def __init__(
+        self,
+        ground_truth: str | Path,
+        skeleton: Skeleton,
+        primary: str = "PCK",
+        reference: str = "torso",
+        torso_joints: Sequence[str] = TORSO_JOINTS,
+        **kwargs: Any,
+    ) -> None:
+        if reference not in REFERENCES:
+            raise ValueError(f"metric.reference must be one of {', '.join(REFERENCES)}")
+        torso_joints = tuple(str(name) for name in torso_joints)
+        if reference == "torso":
+            if len(set(torso_joints)) != 2:
+                raise ValueError(
+                    f"metric.torso_joints must name two different joints, got {list(torso_joints)}"
+                )
+            for name in torso_joints:
+                skeleton.index(name)  # raises, naming the skeleton and the joint
+        # The groups come from the skeleton, so the names are the instance's; PoseMetric checks
+        # ``primary`` against them in its __init__.
+        self.stat_names = ("PCK", "PCK@0.1", *skeleton.groups)
+        super().__init__(num_keypoints=skeleton.num_keypoints, primary=primary, **kwargs)
+        self.ann_file = Path(ground_truth)
+        self.skeleton = skeleton
+        self.reference = reference
+        self.torso_joints = torso_joints
+        self._ground_truth: KeypointGroundTruth | None = None
+
+    def ground_truth(self) -> KeypointGroundTruth:
+        """The ground truth of ``ann_file``, read on first use and kept."""
+        if self._ground_truth is None:
+            self._ground_truth = read_keypoint_ground_truth(self.ann_file, self.num_keypoints)
+        return self._ground_truth
+
+    def _evaluate(self, people: People) -> tuple[dict[str, float], JointCounts]:
+        return evaluate_pck(
+            self.ground_truth(),
+            people.keypoints.double().numpy(),
+            people.image_ids.numpy(),
+            people.annotation_ids.numpy(),
+            people.scores.double().numpy(),
+            self.skeleton,
+            self.reference,
+            self.torso_joints,
+        )
+
+    def evaluate(self, people: People) -> dict[str, float]:
+        return self._evaluate(people)[0]
+
+    def reports(self, people: People) -> list[Report]:
+        """PCK@0.2 and @0.1 per joint and per group, with the labelled counts."""
+        values, counts = self._evaluate(people)
+        thresholds = (PCK_THRESHOLD, PCK_LOW_THRESHOLD)
+        data = per_joint_data(values, counts, self.skeleton, "PCK", thresholds)
+        table = format_pck_table(data, "PCK", thresholds)
+        return [Report("per_joint_pck", data, table, f"PCK per joint ({self.reference})")]
