@@ -49,6 +49,7 @@ temporary sibling folder that is renamed into place when complete.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import math
@@ -57,7 +58,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,7 @@ _EMPTY = 255  # rank / label map value of unpainted pixels
 _OCCLUDER = 254  # label map value of foreground occluders
 _SHIFT = 4  # cv2 fixed-point bits: draw at 1/16 px so small figures keep sub-pixel geometry
 _FIXED = 1 << _SHIFT
+_MAT_DESCRIPTION_BYTES = 116  # the text at the start of a MAT-file's 128-byte header
 
 
 @dataclass(frozen=True)
@@ -162,40 +164,58 @@ class SyntheticPaths:
 def ensure_synthetic_coco(
     root: str | Path, spec: SyntheticSpec = SyntheticSpec()
 ) -> SyntheticPaths:
-    """Generate the dataset under ``root/<spec digest>/`` unless it is already there.
+    """Generate the dataset under ``root/<spec digest>/`` unless it is already there
+    (`generate_once`)."""
+    root = Path(root).expanduser()
+    paths = SyntheticPaths.under(root / spec.digest())
+    if not paths.root.is_dir():
+        generate_once(
+            paths.root,
+            lambda staging: _generate(SyntheticPaths.under(staging), spec),
+            "synthetic COCO keypoints",
+        )
+    _check_complete(paths)
+    return paths
+
+
+def generate_once(target: Path, write: Callable[[Path], str], what: str) -> None:
+    """Make the folder ``target`` with ``write(folder)``, which fills a folder and returns a
+    one-line summary.
 
     Safe against interruption and concurrent callers: data are written to a temporary sibling
     folder that is renamed into place only when complete, and the first complete copy wins.
     """
-    root = Path(root).expanduser()
-    paths = SyntheticPaths.under(root / spec.digest())
-    if paths.root.is_dir():
-        _check_complete(paths)
-        return paths
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{paths.root.name}.partial-", dir=root))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     os.chmod(staging, 0o755)  # mkdtemp makes it private; the dataset is not
     started = time.perf_counter()
     try:
-        summary = _generate(SyntheticPaths.under(staging), spec)
+        summary = write(staging)
         try:
-            os.replace(staging, paths.root)
+            os.replace(staging, target)
         except OSError:
-            if not paths.root.is_dir():
+            if not target.is_dir():
                 raise
-            log.info("synthetic dataset %s was completed by another process", paths.root)
+            log.info("%s at %s was completed by another process", what, target)
         else:
             elapsed = time.perf_counter() - started
-            log.info(
-                "generated synthetic COCO keypoints at %s: %s in %.1f s",
-                paths.root,
-                summary,
-                elapsed,
-            )
+            log.info("generated %s at %s: %s in %.1f s", what, target, summary, elapsed)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    _check_complete(paths)
-    return paths
+
+
+def write_mat(path: Path, fields: dict[str, Any]) -> None:
+    """A Matlab .mat file (scipy.io.savemat) whose bytes depend on ``fields`` only: savemat
+    writes the time of writing into the header's description, which this replaces."""
+    from scipy.io import savemat  # only the generators that write .mat files need scipy
+
+    buffer = io.BytesIO()
+    savemat(buffer, fields)
+    description = b"MATLAB 5.0 MAT-file, written by posesuite's synthetic data generator"
+    data = buffer.getvalue()
+    path.write_bytes(
+        description.ljust(_MAT_DESCRIPTION_BYTES, b" ") + data[_MAT_DESCRIPTION_BYTES:]
+    )
 
 
 def _check_complete(paths: SyntheticPaths) -> None:
@@ -338,6 +358,13 @@ _KEYPOINT_OWNERS: dict[str, tuple[str, ...]] = {
     **{name: ("head",) for name in ("nose", "left_eye", "right_eye", "left_ear", "right_ear")},
     **_side_owners("left"),
     **_side_owners("right"),
+    # Trunk and head points of other keypoint sets (Penn Action's head, MPII's pelvis, thorax,
+    # upper neck and head top; `_with_neck_and_head_top` adds the last two to a figure).
+    "head": ("head",),
+    "head_top": ("head",),
+    "neck_top": ("neck", "head"),
+    "neck_base": ("neck", "torso"),
+    "pelvis": ("torso", "left_thigh", "right_thigh"),
 }
 
 
@@ -1095,8 +1122,8 @@ def _turned_away(figure: _Figure, head: _Head, name: str) -> bool:
     """Hidden behind the figure's own head or torso volume."""
     if name in head.shown:
         return not head.shown[name]
-    side, joint = name.split("_", 1)
-    if joint in ("shoulder", "hip"):
+    side, _, joint = name.partition("_")
+    if side in _SIDE_SIGN and joint in ("shoulder", "hip"):
         frame = figure.articulation.chest if joint == "shoulder" else figure.articulation.pelvis
         return _SIDE_SIGN[side] * float(frame[2, 0]) < _TORSO_SIDE_THRESHOLD
     return False
@@ -1188,12 +1215,42 @@ def _place_figure(
         target = rng.uniform([0, 0], [width, height])
     target = np.clip(target, [0, 0], [width - 1, height - 1])  # the centre stays in the image
     anchors.append(target)
-    pelvis = target - centre
+    return _figure_at(articulation, build, outfit, stature, target - centre)
+
+
+def _figure_at(
+    articulation: _Articulation,
+    build: _Build,
+    outfit: _Outfit,
+    stature: float,
+    pelvis: np.ndarray,
+) -> _Figure:
+    """An articulated figure of ``stature`` pixels drawn with its pelvis at ``pelvis``."""
     points = {
         name: pelvis + stature * np.array([p[0], -p[1]]) for name, p in articulation.points.items()
     }
     depths = {name: stature * float(p[2]) for name, p in articulation.points.items()}
     return _Figure(articulation, build, outfit, stature, points, depths)
+
+
+def _with_neck_and_head_top(figure: _Figure) -> _Figure:
+    """The figure with two more points, ``neck_top`` (where neck meets head) and ``head_top``
+    (the top of the head ellipsoid along the head's own up axis). They are kept out of
+    `_articulate`, whose points also place the COCO figures."""
+    articulation, build = figure.articulation, figure.build
+    extra = {
+        "neck_top": articulation.points["neck_base"]
+        + articulation.chest @ np.array([0.0, build.neck, 0.0]),
+        "head_top": articulation.points["head"]
+        + articulation.head @ np.array([0.0, build.head_radii[1], 0.0]),
+    }
+    names = list(extra)
+    image = _to_image(figure, np.array([extra[name] for name in names]))
+    return replace(
+        figure,
+        points={**figure.points, **dict(zip(names, image, strict=True))},
+        depths={**figure.depths, **{n: figure.stature * float(extra[n][2]) for n in names}},
+    )
 
 
 @dataclass(frozen=True)
@@ -1203,6 +1260,7 @@ class _Person:
     area: int
     segmentation: dict[str, Any]
     visible_fraction: float  # visible pixels / pixels before other figures and occluders
+    figure: _Figure | None = None
 
 
 @dataclass(frozen=True)
@@ -1213,8 +1271,13 @@ class _Scene:
 
 
 def _render_scene(
-    rng: np.random.Generator, spec: SyntheticSpec, keypoint_names: Sequence[str]
+    rng: np.random.Generator,
+    spec: SyntheticSpec,
+    keypoint_names: Sequence[str],
+    extend: Callable[[_Figure], _Figure] | None = None,
 ) -> _Scene:
+    """An image of ``spec``'s people; ``extend`` adds points to each figure (drawing nothing
+    from ``rng``), for keypoints of other sets than COCO's."""
     width, height = spec.image_width, spec.image_height
     background, clutter = _render_background(rng, width, height)
     canvas = background.astype(np.float32)  # figures' colours may leave 0..255 until _finish
@@ -1227,13 +1290,16 @@ def _render_scene(
     # Farther people tend to look smaller: paint small ones first, with some shuffling.
     order = np.argsort(statures * rng.uniform(0.7, 1.3, count), kind="stable")
     labels = np.full((height, width), _EMPTY, dtype=np.uint8)
-    painted, anchors = [], []
+    painted, figures, anchors = [], [], []
     for label, index in enumerate(order):
         figure = _place_figure(rng, float(statures[index]), width, height, anchors, spec.yaw_sd)
+        if extend is not None:
+            figure = extend(figure)
         painting = _paint_figure(rng, figure, keypoint_names, width, height)
         canvas[painting.window][painting.mask] = painting.colours[painting.mask]
         labels[painting.window][painting.mask] = label
         painted.append(painting)
+        figures.append(figure)
     if rng.random() < 0.15:
         _paint_occluder(rng, canvas, labels)
     image = _finish(rng, canvas)
@@ -1254,7 +1320,8 @@ def _render_scene(
         rle = mask_utils.encode(np.asfortranarray(visible.astype(np.uint8)))
         bbox = [float(v) for v in mask_utils.toBbox(rle)]
         rle["counts"] = rle["counts"].decode("ascii")
-        people.append(_Person(keypoints, bbox, area, rle, area / max(1, int(painting.mask.sum()))))
+        visible_fraction = area / max(1, int(painting.mask.sum()))
+        people.append(_Person(keypoints, bbox, area, rle, visible_fraction, figures[label]))
     return _Scene(image, people, clutter)
 
 
