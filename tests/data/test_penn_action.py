@@ -241,8 +241,8 @@ def test_bad_datasets_are_named(tmp_path: Path) -> None:
 
 
 def test_data_penn_action_serves_clips(penn_root: Path) -> None:
-    """`data=penn_action` selects penn13, and serves clips of T frames with one affine each
-    that puts the visible joints of every frame where they are."""
+    """`data=penn_action` selects penn13 and PCK of the box size, and serves clips of T frames
+    with one affine each that puts the visible joints of every frame where they are."""
     overrides = [
         "data=penn_action",
         f"data.root={penn_root}",
@@ -252,7 +252,7 @@ def test_data_penn_action_serves_clips(penn_root: Path) -> None:
     ]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
-    assert cfg.skeleton.name == "penn13"
+    assert cfg.skeleton.name == "penn13" and cfg.metric.reference == "bbox"
     datamodule = instantiate(cfg.data)
     assert datamodule.val_annotations == penn_root
     datamodule.setup("fit")

@@ -24,7 +24,9 @@ from posesuite.data.sources.synthetic_video import (
     SyntheticVideoSpec,
     ensure_synthetic_video,
 )
+from posesuite.metrics.pck import evaluate_pck
 from posesuite.paths import CONF_DIR
+from posesuite.skeleton import load_skeleton
 
 SMALL = SyntheticVideoSpec(num_train_videos=15, num_val_videos=6)
 
@@ -127,6 +129,24 @@ def test_ground_truth_covers_every_val_frame_once(small: Path) -> None:
     assert set(truth.annotation_ids.tolist()) == {video.number for video in videos}
 
 
+def test_ground_truth_fed_back_scores_pck_100(small: Path) -> None:
+    """The val clips' keypoints as predictions, every frame of the overlapping last clips
+    included, through Penn Action's PCK (the box's size)."""
+    _, val = SyntheticVideoDataset(small.parent, **asdict(SMALL)).prepare()
+    records = val.read_people(13)
+    values, counts = evaluate_pck(
+        read_penn_action_ground_truth(val.annotations),
+        np.concatenate([r.keypoints for r in records]),
+        np.concatenate([r.frame_ids for r in records]),
+        np.concatenate([[r.annotation_id] * r.num_frames for r in records]),
+        np.ones(sum(r.num_frames for r in records)),
+        load_skeleton("penn13"),
+        reference="bbox",
+    )
+    assert counts.labelled.sum() > 0
+    assert all(value == 100.0 for value in values.values()), values
+
+
 def test_second_call_reuses_the_cache(small: Path) -> None:
     before = {p: p.stat().st_mtime_ns for p in small.rglob("*")}
     assert ensure_synthetic_video(small.parent, SMALL) == small
@@ -157,6 +177,7 @@ def test_data_synthetic_video_serves_clips(tmp_path: Path) -> None:
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     assert cfg.skeleton.name == "penn13" and cfg.metric.primary == "PCK"
+    assert cfg.metric.reference == "bbox"
     datamodule = instantiate(cfg.data)
     datamodule.setup("fit")
     batch = next(iter(datamodule.val_dataloader()))

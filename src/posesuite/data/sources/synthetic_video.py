@@ -50,6 +50,7 @@ from posesuite.data.sources.penn_action import FRAME_ID_BASE, PennActionDataset,
 from posesuite.data.sources.synthetic import (
     _SHIFT,
     _SIDES,
+    GENERATOR_VERSION,
     _articulate,
     _clamp,
     _figure_at,
@@ -72,7 +73,7 @@ from posesuite.data.sources.synthetic import (
 from posesuite.skeleton import load_skeleton
 
 # Part of the cache key: bump whenever the generated data change, so old caches are not reused.
-VIDEO_GENERATOR_VERSION = 1
+VIDEO_VERSION = 1
 MOTIONS = ("walking", "waving", "turning")
 # Videos are numbered with 4 digits, as Penn Action's.
 MAX_VIDEOS = 9999
@@ -116,10 +117,10 @@ class SyntheticVideoSpec:
             raise ValueError("jpeg_quality must be in 1..100")
 
     def digest(self) -> str:
-        """Short hash of the spec and the generator version: the cache folder's name."""
-        key = json.dumps(
-            {"video_generator_version": VIDEO_GENERATOR_VERSION, **asdict(self)}, sort_keys=True
-        )
+        """Short hash of the spec and the generator versions (the figures and backgrounds are
+        the COCO generator's, so its version counts too): the cache folder's name."""
+        versions = {"generator_version": GENERATOR_VERSION, "video_version": VIDEO_VERSION}
+        key = json.dumps({**versions, **asdict(self)}, sort_keys=True)
         return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
