@@ -52,6 +52,7 @@ from posesuite.data.sources.synthetic import (
     _SIDES,
     GENERATOR_VERSION,
     _articulate,
+    _Articulation,
     _clamp,
     _figure_at,
     _fixed,
@@ -170,7 +171,7 @@ class _Video:
     frames: list[np.ndarray]  # (H, W, 3) uint8 BGR
     joints: np.ndarray  # (F, K, 2) 0-based pixels, visible or not
     visible: np.ndarray  # (F, K) bool
-    boxes: np.ndarray  # (F, 4) first and last column and row the figure covers
+    boxes: np.ndarray  # (F, 4) first column, first row, last column, last row of the figure
 
 
 def _write_video(
@@ -358,6 +359,31 @@ def _expose(rng: np.random.Generator, canvas: np.ndarray, camera: _Camera) -> np
     return np.rint(image, out=image).astype(np.uint8)
 
 
+def _place(
+    rng: np.random.Generator,
+    poses: list[_Articulation],
+    drift: np.ndarray,
+    stature: float,
+    width: int,
+    height: int,
+) -> np.ndarray:
+    """(F, 2) the pelvis in each frame: the figure's extent centred, on average over the frames,
+    near the frame's centre; ``drift`` (F, 2) is its motion in the frame (walk and pan)."""
+    centres = []
+    for articulation, shift in zip(poses, drift, strict=True):
+        extent = np.array([(p[0], -p[1]) for p in articulation.points.values()]) * stature
+        centres.append(0.5 * (extent.min(axis=0) + extent.max(axis=0)) + shift)
+    target = rng.uniform([0.35 * width, 0.45 * height], [0.65 * width, 0.55 * height])
+    pelvis = target - np.mean(centres, axis=0) + drift
+    # A long walk is moved back so that the pelvis stays in the frame's central 80%.
+    low, high = np.array([0.1 * width, 0.1 * height]), np.array([0.9 * width, 0.9 * height])
+    return (
+        pelvis
+        + np.maximum(0.0, low - pelvis.min(axis=0))
+        - np.maximum(0.0, pelvis.max(axis=0) - high)
+    )
+
+
 def _render_video(
     rng: np.random.Generator, spec: SyntheticVideoSpec, keypoint_names: Sequence[str]
 ) -> _Video:
@@ -370,7 +396,7 @@ def _render_video(
     camera_pitch = _clamp(rng.normal(5, 6), -10, 20)
     lean = _clamp(rng.normal(0, 4), -10, 10)
 
-    # Pan: the scene moves by -velocity * t in the image; the background is drawn large enough.
+    # Pan: the scene moves by -pan * t pixels in frame t; the background is drawn large enough.
     pan = rng.uniform([-1.5, -0.5], [1.5, 0.5]) if rng.random() < spec.pan_prob else np.zeros(2)
     travel = np.abs(pan) * (count - 1)
     margin = np.ceil(travel).astype(int) + 1
@@ -386,15 +412,7 @@ def _render_video(
         forward = body @ np.array([0.0, 0.0, 1.0])
         walked.append(distance * (build.thigh + build.shin) * np.array([forward[0], -forward[1]]))
     drift = stature * np.array(walked) - pan * np.arange(count)[:, None]
-    centres = []
-    for articulation, shift in zip(poses, drift, strict=True):
-        extent = np.array([(p[0], -p[1]) for p in articulation.points.values()]) * stature
-        centres.append(0.5 * (extent.min(axis=0) + extent.max(axis=0)) + shift)
-    target = rng.uniform([0.35 * width, 0.45 * height], [0.65 * width, 0.55 * height])
-    pelvis = target - np.mean(centres, axis=0) + drift
-    # A long walk is moved back so that the pelvis stays in the frame's central 80%.
-    low, high = np.array([0.1 * width, 0.1 * height]), np.array([0.9 * width, 0.9 * height])
-    pelvis += np.maximum(0.0, low - pelvis.min(axis=0)) - np.maximum(0.0, pelvis.max(axis=0) - high)
+    pelvis = _place(rng, poses, drift, stature, width, height)
     occluder = (
         _sample_occluder(rng, stature, pelvis, count)
         if rng.random() < spec.occlusion_prob
