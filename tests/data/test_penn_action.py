@@ -30,12 +30,17 @@ WIDTH, HEIGHT = 48, 40
 
 
 def _labels(frames: int, train: int, seed: int) -> dict[str, np.ndarray]:
-    """A video's label fields, 1-based, with some joints invisible."""
+    """A video's label fields, 1-based, with some joints invisible and some of those outside
+    the frame (`annotated` tells them apart)."""
     rng = np.random.default_rng(seed)
     x = rng.uniform(10, 30, (frames, K))
     y = rng.uniform(8, 30, (frames, K))
     visibility = (rng.random((frames, K)) > 0.3).astype(np.uint8)
-    corners = np.stack([x.min(1), y.min(1), x.max(1), y.max(1)], axis=1) + np.array([-2, -2, 2, 2])
+    outside = (visibility == 0) & (rng.random((frames, K)) > 0.5)
+    x[outside] = WIDTH + 3.0  # past the right edge: Penn's x, y run from 1 to W, H
+    inside_x = np.where(outside, np.nan, x)
+    corners = np.stack([np.nanmin(inside_x, 1), y.min(1), np.nanmax(inside_x, 1), y.max(1)], axis=1)
+    corners += np.array([-2, -2, 2, 2])
     return {
         "x": x,
         "y": y,
@@ -72,15 +77,24 @@ def penn_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_labels_are_read_0_based_and_invisible_joints_zeroed(penn_root: Path) -> None:
+def annotated(labels: dict) -> np.ndarray:
+    """Visible, or at a position inside the frame (every invisible joint the fixture left
+    inside)."""
+    return (labels["visibility"] == 1) | (labels["x"] <= WIDTH)
+
+
+def test_labels_are_read_0_based_and_joints_outside_the_frame_unlabelled(penn_root: Path) -> None:
     labels = _labels(7, 1, seed=1)
     video = read_penn_action_video(penn_root / "labels" / "0001.mat")
     assert video.number == 1 and video.training and video.num_frames == 7
-    visible = labels["visibility"] == 1
+    visible, known = labels["visibility"] == 1, annotated(labels)
+    assert (known & ~visible).any() and (~known).any()  # the fixture has both kinds
     np.testing.assert_array_equal(video.visible, visible)
-    np.testing.assert_allclose(video.joints[..., 0][visible], labels["x"][visible] - 1)
-    np.testing.assert_allclose(video.joints[..., 1][visible], labels["y"][visible] - 1)
-    assert (video.joints[~visible] == 0).all()
+    np.testing.assert_array_equal(video.annotated, known)
+    # Invisible joints inside the frame keep their position; those outside it have none.
+    np.testing.assert_allclose(video.joints[..., 0][known], labels["x"][known] - 1)
+    np.testing.assert_allclose(video.joints[..., 1][known], labels["y"][known] - 1)
+    assert (video.joints[~known] == 0).all()
     np.testing.assert_allclose(video.boxes, labels["bbox"] - 1)
     assert video.frame_ids.tolist() == [10001 + frame for frame in range(7)]
 
@@ -139,9 +153,11 @@ def test_training_and_test_clips(penn_root: Path, caplog: pytest.LogCaptureFixtu
     labels = _labels(7, -1, seed=2)
     window = slice(4, 7)
     visible = labels["visibility"][window] == 1
-    np.testing.assert_allclose(record.keypoints[..., 0][visible], labels["x"][window][visible] - 1)
-    np.testing.assert_array_equal(record.keypoints[..., 2], np.where(visible, 2, 0))
-    assert (record.keypoints[~visible] == 0).all()
+    known = annotated(labels)[window]
+    np.testing.assert_allclose(record.keypoints[..., 0][known], labels["x"][window][known] - 1)
+    # COCO's flags: 2 visible, 1 seen by the annotators' tool but hidden, 0 outside the frame.
+    np.testing.assert_array_equal(record.keypoints[..., 2], np.select([visible, known], [2, 1], 0))
+    assert (record.keypoints[~known] == 0).all()
 
 
 def test_a_clip_is_cropped_by_the_union_of_its_frames_boxes(penn_root: Path) -> None:
@@ -162,9 +178,11 @@ def test_ground_truth_is_every_frame_of_the_test_videos(penn_root: Path, where: 
     assert truth.image_ids.tolist() == [20001 + f for f in range(7)] + [40001, 40002, 40003]
     assert truth.annotation_ids.tolist() == [2] * 7 + [4] * 3
     labels = _labels(7, -1, seed=2)
-    visible = labels["visibility"] == 1
-    np.testing.assert_array_equal(truth.labelled[:7], visible)
-    np.testing.assert_allclose(truth.joints[:7, :, 1][visible], labels["y"][visible] - 1)
+    known = annotated(labels)
+    np.testing.assert_array_equal(truth.labelled[:7], known)
+    np.testing.assert_allclose(truth.joints[:7, :, 1][known], labels["y"][known] - 1)
+    visible_only = read_penn_action_ground_truth(path, scored="visible")
+    np.testing.assert_array_equal(visible_only.labelled[:7], labels["visibility"] == 1)
     corners = labels["bbox"]
     expected = np.concatenate([corners[:, :2] - 1, corners[:, 2:] - corners[:, :2]], axis=1)
     np.testing.assert_allclose(truth.boxes[:7], expected)

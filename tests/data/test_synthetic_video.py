@@ -108,9 +108,10 @@ def test_read_back_as_clips(small: Path) -> None:
     assert len(records) == expected
     for record in records:
         assert record.num_frames == 4 and all(Path(frame).is_file() for frame in record.frames)
-        assert set(np.unique(record.keypoints[..., 2])) <= {0.0, 2.0}
+        # Visible 2, hidden (the occluder, the figure itself) but in the frame 1, outside 0.
+        assert set(np.unique(record.keypoints[..., 2])) <= {0.0, 1.0, 2.0}
         # One box for the clip, around every visible joint of every frame.
-        points = record.keypoints[record.keypoints[..., 2] > 0][:, :2]
+        points = record.keypoints[record.keypoints[..., 2] == 2][:, :2]
         x, y, w, h = record.bbox
         assert (points >= [x - 0.5, y - 0.5]).all() and (points <= [x + w, y + h]).all()
     assert {r.annotation_id for r in val.read_people(13)} == {

@@ -20,9 +20,15 @@ evaluation clips cover every frame of a video exactly, with non-overlapping wind
 one aligned to the video's end (so it may overlap the one before; the metric counts each frame
 once, keeping the highest-scored prediction). Videos shorter than a clip are left out (one log
 line says how many). A frame's image id is ``video * 10000 + frame number`` (1-based), a
-record's ``annotation_id`` its video number (the one person of a video). Keypoints are flagged 2
-where ``visibility`` is 1 and 0 elsewhere: Penn Action's invisible joints are neither trained
-nor scored.
+record's ``annotation_id`` its video number (the one person of a video).
+
+Which joints count: Penn Action gives every joint a position, ``visibility`` only says whether it
+is seen. A joint is *annotated* where it is visible, or where its position is finite and inside
+the frame (``dimensions``, when the file has it; else x, y >= 1): flagged 2 when visible, 1
+(occluded, COCO's convention) when not, and 0 (unlabelled) outside the frame. Annotated joints
+are trained and scored, as the released UniPose-LSTM code does (its targets and its PCK take
+every joint in the frame, whatever its visibility); ``read_penn_action_ground_truth(...,
+scored="visible")`` scores the visible ones alone.
 """
 
 from __future__ import annotations
@@ -52,8 +58,9 @@ class PennVideo:
     number: int
     label_file: Path
     training: bool
-    joints: np.ndarray  # (F, K, 2), zeros where not visible
+    joints: np.ndarray  # (F, K, 2), zeros where not annotated
     visible: np.ndarray  # (F, K) bool
+    annotated: np.ndarray  # (F, K) bool: visible, or at a position inside the frame
     boxes: np.ndarray  # (F, 4) x1, y1, x2, y2
 
     @property
@@ -137,12 +144,25 @@ def read_penn_action_video(label_file: str | Path, num_keypoints: int = 13) -> P
             f"{where}: frame {frame + 1}: bbox {boxes[frame].tolist()} is not a box "
             "(x1, y1, x2, y2)"
         )
+    # Matlab's 1-based frame: pixel centres from (1, 1) to (W, H).
+    width, height = np.inf, np.inf
+    if "dimensions" in content and np.size(content["dimensions"]) >= 2:
+        height, width = (float(v) for v in np.ravel(content["dimensions"])[:2])
+    with np.errstate(invalid="ignore"):
+        inside = (
+            (joints[..., 0] >= 1.0)
+            & (joints[..., 1] >= 1.0)
+            & (joints[..., 0] <= width)
+            & (joints[..., 1] <= height)
+        )
+    annotated = visible | inside
     return PennVideo(
         number=number,
         label_file=path,
         training=bool(train[0] == 1.0),
-        joints=np.where(visible[..., None], joints - 1.0, 0.0),
+        joints=np.where(annotated[..., None], joints - 1.0, 0.0),
         visible=visible,
+        annotated=annotated,
         boxes=boxes - 1.0,
     )
 
@@ -182,10 +202,18 @@ def read_penn_action_videos(path: str | Path, num_keypoints: int = 13) -> list[P
     return videos
 
 
-def read_penn_action_ground_truth(path: str | Path, num_keypoints: int = 13) -> KeypointGroundTruth:
+SCORED_JOINTS = ("annotated", "visible")
+
+
+def read_penn_action_ground_truth(
+    path: str | Path, num_keypoints: int = 13, scored: str = "annotated"
+) -> KeypointGroundTruth:
     """Every frame of the test videos (``train`` -1): one entry per frame keyed by its image id
     and the video number, ``boxes`` the frame's bbox as [x, y, w, h] (0-based x, y), ``labelled``
-    the visible joints. ``path``: the dataset root or its labels/ folder."""
+    the joints ``scored``: ``annotated`` (every joint in the frame, seen or not, as the released
+    UniPose-LSTM evaluation) or ``visible``. ``path``: the dataset root or its labels/ folder."""
+    if scored not in SCORED_JOINTS:
+        raise ValueError(f"scored must be one of {', '.join(SCORED_JOINTS)}, got {scored!r}")
     path = Path(path)
     videos = [video for video in read_penn_action_videos(path, num_keypoints) if not video.training]
     if not videos:
@@ -198,7 +226,9 @@ def read_penn_action_ground_truth(path: str | Path, num_keypoints: int = 13) -> 
             [np.full(video.num_frames, video.number, dtype=np.int64) for video in videos]
         ),
         joints=np.concatenate([video.joints for video in videos]),
-        labelled=np.concatenate([video.visible for video in videos]),
+        labelled=np.concatenate(
+            [video.annotated if scored == "annotated" else video.visible for video in videos]
+        ),
         boxes=np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1),
     )
 
@@ -225,7 +255,7 @@ def video_clips(
     video: PennVideo, frame_paths: list[str], clip_length: int, stride: int | None
 ) -> list[PersonRecord]:
     """The clip records of one video (`clip_starts`); ``frame_paths`` are its F frames' files."""
-    flags = np.where(video.visible, 2.0, 0.0)[..., None]
+    flags = np.select([video.visible, video.annotated], [2.0, 1.0], 0.0)[..., None]
     keypoints = np.concatenate([video.joints, flags], axis=2).astype(np.float32)
     frame_ids = video.frame_ids.tolist()
     records = []
