@@ -19,6 +19,7 @@ import hydra
 import numpy as np
 import pytest
 import torch
+from app_runs import APP_RUN_TIMEOUT_S
 from test_config import compose_config
 
 from posesuite.data.records import DataError
@@ -41,7 +42,7 @@ def run(
         capture_output=True,
         text=True,
         env={**os.environ, "WANDB_MODE": "offline", **(env or {})},
-        timeout=900,
+        timeout=APP_RUN_TIMEOUT_S,
     )
     return result
 
@@ -108,7 +109,7 @@ def wandb_run(dataset, tmp_path_factory) -> tuple[Path, subprocess.CompletedProc
         capture_output=True,
         text=True,
         env={**env, "HOME": str(home), "WANDB_DISABLE_GIT": "true"},
-        timeout=900,
+        timeout=APP_RUN_TIMEOUT_S,
     )
     assert succeeded(result)
     return out, result

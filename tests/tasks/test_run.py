@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from app_runs import APP_RUN_TIMEOUT_S
 from learning_runs import CPN_R50, learning_curve, learning_data
 
 from posesuite.paths import REPO_ROOT
@@ -44,7 +45,7 @@ def run(
     ]
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "WANDB_MODE": "offline"}
     result = subprocess.run(
-        command, cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=900
+        command, cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=APP_RUN_TIMEOUT_S
     )
     if check and result.returncode != 0:
         raise AssertionError(
