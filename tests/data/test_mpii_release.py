@@ -31,7 +31,7 @@ from posesuite.data.sources.mpii_release import (
     read_mpii_release_ground_truth,
     release_reference,
 )
-from posesuite.metrics.pck import evaluate_pckh
+from posesuite.metrics.pck import PCKhMetric, evaluate_pckh
 from posesuite.paths import CONF_DIR
 from posesuite.skeleton import load_skeleton
 
@@ -414,3 +414,18 @@ def test_data_mpii_release_serves_the_held_out_split(root):
     train, val = datamodule.train_set.records, datamodule.val_set.records
     assert len(train) + len(val) == len(read_mpii_release(_release(root), root / "images"))
     assert sorted(r.annotation_id for r in val) == list(range(len(val)))
+
+
+def test_the_pckh_metric_reads_the_val_splits_ground_truth(root):
+    """The metric gets the split's reference as the module gives it (``val_annotations``) and
+    reads exactly the val people, through `read_mpii_ground_truth`'s dispatch."""
+    _, val = MpiiReleaseDataset(str(root), val_fraction=0.5).prepare()
+    metric = PCKhMetric(ground_truth=val.annotations, skeleton=load_skeleton("mpii16"))
+    truth = metric.ground_truth()
+    records = val.read_people(16)
+    assert len(truth) == len(records) > 0
+    assert sorted(r.annotation_id for r in records) == list(range(len(truth)))
+    np.testing.assert_allclose(
+        truth.joints[[r.annotation_id for r in records]],
+        np.stack([np.where(r.keypoints[0, :, 2:] > 0, r.keypoints[0, :, :2], 0) for r in records]),
+    )

@@ -176,8 +176,14 @@ def read_mpii_people(
 
 
 def read_mpii_ground_truth(path: str | Path, num_keypoints: int = 16) -> MpiiGroundTruth:
-    """The ground truth of a json-form file (no head boxes) or of the evaluation's ``.mat``."""
+    """The ground truth of a json-form file (no head boxes), of the evaluation's ``.mat``, or of
+    a split of MPII's official release file (`posesuite.data.sources.mpii_release`)."""
+    # Imported here: mpii_release builds on this module.
+    from posesuite.data.sources.mpii_release import is_mpii_release, read_mpii_release_ground_truth
+
     path = Path(path)
+    if is_mpii_release(path):  # the release .mat, or a split of it (``...mat#subset=val&...``)
+        return read_mpii_release_ground_truth(path, num_keypoints)
     if path.suffix.lower() == ".mat":
         return _read_gt_mat(path, num_keypoints)
     people = _read_json_people(path, num_keypoints)
