@@ -8,7 +8,11 @@ tests/tasks/learning_runs.py and tests/models/test_cpn.py) and adds the numbers 
   logged losses, validation AP halfway and at the end;
 - ``cpn_r50``: the CPU-sized CPN config with a ResNet-50, same data and budget;
 - ``cpn_one_batch``: 17 Adam steps of CPN-R50 at 256x192 on one synthetic batch
-  (tests/models/test_cpn.py): each loss term's last value over its value after the first update.
+  (tests/models/test_cpn.py): each loss term's last value over its value after the first update;
+- ``unipose``: UniPose-R18 at 64x64 on the synthetic MPII, 100 steps (tests/tasks/test_run.py):
+  first and last logged losses, PCKh after 25 steps and at the end;
+- ``unipose_lstm`` / ``unipose_lstm_single``: UniPose-LSTM-R18 at 64x64 on the synthetic video,
+  100 steps, clips of 3 frames / of 1 frame (no memory): the same, with PCK.
 
     .venv/bin/python experiments/learning_tests/spread.py --seeds 0 1 2 3 4 [--tests baseline]
 
@@ -32,10 +36,25 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path[:0] = [str(REPO / "tests" / "tasks"), str(REPO / "tests" / "models")]
 
-from learning_runs import CPN_R50, learning_curve, learning_data  # noqa: E402
+from learning_runs import (  # noqa: E402
+    CPN_R50,
+    learning_curve,
+    learning_data,
+    unipose_learning,
+    unipose_lstm_learning,
+)
 
 RESULTS_FILE = HERE / "results.json"
-TESTS = ("baseline", "cpn_r50", "cpn_one_batch")
+TESTS = ("baseline", "cpn_r50", "cpn_one_batch", "unipose", "unipose_lstm", "unipose_lstm_single")
+# test -> (overrides of its run, the metric it reads)
+UNIPOSE_RUNS = {
+    "unipose": (unipose_learning, "PCKh"),
+    "unipose_lstm": (unipose_lstm_learning, "PCK"),
+    "unipose_lstm_single": (
+        lambda root, seed: [*unipose_lstm_learning(root, seed), "data.dataset.clip_length=1"],
+        "PCK",
+    ),
+}
 
 
 def run_app(overrides: list[str], out_dir: Path) -> None:
@@ -62,6 +81,20 @@ def measure_run(test: str, seed: int, work: Path) -> dict[str, float]:
         "loss_last3": float(np.mean(losses[-3:])),
         "ap_halfway": aps[0],
         "ap_end": aps[1],
+    }
+
+
+def measure_unipose_run(test: str, seed: int, work: Path) -> dict[str, float]:
+    """Validations after 25, 50, 75 and 100 steps (then the final evaluation, not read)."""
+    overrides, metric = UNIPOSE_RUNS[test]
+    out = work / f"{test}_{seed}"
+    run_app(overrides(work / f"data_{test}", seed), out)
+    losses, values = learning_curve(out, metric)
+    return {
+        "loss_first3": float(np.mean(losses[:3])),
+        "loss_last3": float(np.mean(losses[-3:])),
+        f"{metric}_25": values[0],
+        f"{metric}_end": values[3],
     }
 
 
@@ -106,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 for test in args.tests:
                     if test == "cpn_one_batch":
                         numbers = measure_one_batch(seed, work)
+                    elif test in UNIPOSE_RUNS:
+                        numbers = measure_unipose_run(test, seed, work)
                     else:
                         numbers = measure_run(test, seed, work)
                     results.setdefault(test, {})[str(seed)] = numbers
