@@ -38,6 +38,7 @@ import numpy as np
 
 from posesuite.data.ground_truth import KeypointGroundTruth
 from posesuite.data.records import DataError, PersonRecord
+from posesuite.data.sources.matlab import read_mat
 
 log = logging.getLogger(__name__)
 
@@ -93,17 +94,10 @@ def read_lsp_joints(
 ) -> LspJoints:
     """The joints of a joints.mat of either layout (decided from the shape; ``layout``, when
     given, must match it)."""
-    from scipy.io import loadmat  # only this reader needs scipy's .mat reader
-
     path = Path(path)
     if layout is not None and layout not in LAYOUTS:
         raise DataError(f"{path}: layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
-    if not path.is_file():
-        raise DataError(f"file not found: {path}")
-    try:
-        content = loadmat(str(path), appendmat=False)
-    except Exception as err:  # scipy raises ValueError, MatReadError, OSError, ... on bad files
-        raise DataError(f"{path}: not a readable Matlab .mat file ({err})") from None
+    content = read_mat(path)
     expected = {"original": (3, num_keypoints), "extended": (num_keypoints, 3)}
     layouts = f"(3, {num_keypoints}, N) for LSP or ({num_keypoints}, 3, N) for LSP-extended"
     if "joints" not in content:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from posesuite.data.records import DataError, PersonRecord
+from posesuite.data.sources.matlab import read_mat
 
 # The benchmark's joint order, as the .mat files name it (`dataset_joints`).
 MAT_JOINT_NAMES = (
@@ -197,14 +198,7 @@ def read_mpii_ground_truth(path: str | Path, num_keypoints: int = 16) -> MpiiGro
 
 
 def _read_gt_mat(path: Path, num_keypoints: int) -> MpiiGroundTruth:
-    from scipy.io import loadmat  # only the .mat form needs scipy's reader
-
-    if not path.is_file():
-        raise DataError(f"file not found: {path}")
-    try:
-        content = loadmat(str(path))
-    except Exception as err:  # scipy raises ValueError, MatReadError, OSError, ... on bad files
-        raise DataError(f"{path}: not a readable Matlab .mat file ({err})") from None
+    content = read_mat(path)
     missing = [k for k in ("pos_gt_src", "jnt_missing", "headboxes_src") if k not in content]
     if missing:
         raise DataError(

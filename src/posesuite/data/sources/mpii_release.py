@@ -55,10 +55,11 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
 import numpy as np
-from scipy.io import loadmat, whosmat
+from scipy.io import whosmat
 from scipy.io.matlab import mat_struct
 
 from posesuite.data.records import DataError, PersonRecord
+from posesuite.data.sources.matlab import read_mat
 from posesuite.data.sources.mpii import MpiiGroundTruth, image_id_of, person_box
 
 log = logging.getLogger(__name__)
@@ -291,10 +292,7 @@ def _parse_image(entry: Any, index: int, train: bool, path: Path) -> _Image:
 def _parsed_release(path: Path, mtime_ns: int, size: int) -> tuple[_Image, ...]:
     # Keyed by the file's version: the train and val splits and the metric each read the file
     # (25k images, seconds to parse): parsed once per run instead of three times.
-    try:
-        content = loadmat(str(path), squeeze_me=True, struct_as_record=False)
-    except Exception as err:  # scipy raises ValueError, MatReadError, OSError, ... on bad files
-        raise DataError(f"{path}: not a readable Matlab .mat file ({err})") from None
+    content = read_mat(path, squeeze_me=True, struct_as_record=False)
     release = content.get("RELEASE")
     if not isinstance(release, mat_struct):
         found = ", ".join(k for k in content if not k.startswith("__")) or "nothing"

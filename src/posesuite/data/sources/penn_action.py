@@ -43,6 +43,7 @@ import numpy as np
 
 from posesuite.data.ground_truth import KeypointGroundTruth
 from posesuite.data.records import DataError, PersonRecord
+from posesuite.data.sources.matlab import read_mat
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +76,10 @@ class PennVideo:
 
 def read_penn_action_video(label_file: str | Path, num_keypoints: int = 13) -> PennVideo:
     """The labels of one video from its ``NNNN.mat``."""
-    from scipy.io import loadmat  # only the label files need scipy's reader
-
     path = Path(label_file)
     number = _video_number(path)
     where = f"{path} (video {number})"
-    if not path.is_file():
-        raise DataError(f"file not found: {path}")
-    try:
-        content = loadmat(str(path))
-    except Exception as err:  # scipy raises ValueError, MatReadError, OSError, ... on bad files
-        raise DataError(f"{path}: not a readable Matlab .mat file ({err})") from None
+    content = read_mat(path)
     missing = [name for name in _FIELDS if name not in content]
     if missing:
         raise DataError(
