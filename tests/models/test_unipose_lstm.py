@@ -13,6 +13,7 @@ from hydra.core.global_hydra import GlobalHydra
 import posesuite.config  # noqa: F401  (resolvers)
 from posesuite.data.batch import flatten_time
 from posesuite.models.backbones import TimmBackbone
+from posesuite.models.unipose import UniPose
 from posesuite.models.unipose_lstm import UniPoseLSTM, centre_map
 from posesuite.paths import CONF_DIR
 
@@ -119,6 +120,41 @@ def test_wrong_configurations_say_what_to_change():
         small_network(upsample_to_input=True)
     with pytest.raises(ValueError, match="built for"):
         small_network()(torch.rand(1, 2, 3, 96, 96))
+
+
+def small_unipose(channels: int = 16) -> UniPose:
+    """A trained-UniPose stand-in of `small_network`'s frame network size (RGB input)."""
+    backbone = TimmBackbone("resnet18", out_indices=(1, 4), output_stride=16, multi_grid=(1, 2))
+    return UniPose(backbone, 13, rates=(2, 1), channels=channels)
+
+
+def test_the_frame_network_starts_as_the_trained_unipose(tmp_path):
+    """From a UniPose run's Lightning checkpoint: the frame network then gives that UniPose's
+    maps whatever the centre map holds (its input channel starts at zero)."""
+    torch.manual_seed(1)
+    trained = small_unipose().eval()
+    for parameter in trained.parameters():  # weights unlike any fresh initialisation
+        parameter.data.normal_(0, 0.05)
+    path = tmp_path / "unipose.ckpt"
+    state = {f"network.{name}": tensor for name, tensor in trained.state_dict().items()}
+    torch.save({"state_dict": state, "epoch": 3}, path)
+    torch.manual_seed(2)
+    network = small_network(frame_checkpoint=str(path)).eval()
+    frames = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = trained(frames)["heatmaps"]
+        for centre in (torch.zeros(2, 1, 64, 64), torch.randn(2, 1, 64, 64) * 5):
+            got = network.frame_network(torch.cat([frames, centre], 1))["heatmaps"]
+            torch.testing.assert_close(got, expected)
+
+
+def test_a_frame_checkpoint_of_another_model_is_refused_by_name(tmp_path):
+    with pytest.raises(FileNotFoundError, match="frame_checkpoint: no such file"):
+        small_network(frame_checkpoint=str(tmp_path / "absent.ckpt"))
+    wider = tmp_path / "wider.ckpt"
+    torch.save(small_unipose(channels=32).state_dict(), wider)
+    with pytest.raises(ValueError, match=r"frame_checkpoint .*wider\.ckpt is not a UniPose"):
+        small_network(frame_checkpoint=str(wider))
 
 
 def test_the_module_trains_and_predicts_on_clips():

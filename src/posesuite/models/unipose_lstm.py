@@ -24,6 +24,12 @@ next frame forgets or keeps); the last 1x1 conv is linear and starts from small 
 UniPose's own last conv, where the released one ends in a ReLU that can leave a map at zero; the
 released model batches one clip at a time, this one any number.
 
+``frame_checkpoint`` starts the frame network from a trained UniPose of the same size (the
+released code's ``--pretrained``): a recurrent head reaches the frame maps only through the
+cells, and from random weights the whole model learns slowly. The trained first conv's RGB
+weights go to the frame's channels and the centre map's channel starts at zero, so the frame
+network first computes exactly the maps the trained UniPose did.
+
 Parameters (Penn Action, K = 13): the released model has 51.8M (UniPose with a four-channel
 first conv and 14 maps, plus 22,440 in the two cells and 4,215,950 in the convs after them).
 This one omits the same never-called decoder conv as `UniPose` (524,800): 51,263,268.
@@ -31,13 +37,17 @@ This one omits the same never-called decoder conv as `UniPose` (524,800): 51,263
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from posesuite.models.backbones import TimmBackbone
 from posesuite.models.unipose import UniPose, resize
+
+log = logging.getLogger(__name__)
 
 # The released pooling of the centre map to the maps' stride 8.
 CENTRE_POOL = {"kernel_size": 9, "stride": 8, "padding": 1}
@@ -102,6 +112,9 @@ class UniPoseLSTM(nn.Module):
         centre_sigma: the centre map's Gaussian sigma in input pixels.
         lstm_kernel: the cells' conv size (released 3).
         middle_channels, middle_kernel: the convs after the LSTM (released 128, 11).
+        frame_checkpoint: an optional local file, a trained `UniPose` of the same size and K
+            (a Lightning checkpoint of a UniPose or UniPose-LSTM run, or the network's state
+            dict) to start the frame network from.
     """
 
     temporal = True
@@ -120,6 +133,7 @@ class UniPoseLSTM(nn.Module):
         lstm_kernel: int = 3,
         middle_channels: int = 128,
         middle_kernel: int = 11,
+        frame_checkpoint: str | None = None,
     ) -> None:
         super().__init__()
         first_conv = next(m for m in backbone.modules() if isinstance(m, nn.Conv2d))
@@ -152,6 +166,41 @@ class UniPoseLSTM(nn.Module):
         self.final = nn.Conv2d(middle_channels, num_keypoints + 1, 1)
         nn.init.normal_(self.final.weight, std=0.001)
         nn.init.zeros_(self.final.bias)
+        if frame_checkpoint:
+            self.load_frame_checkpoint(frame_checkpoint)
+
+    def load_frame_checkpoint(self, path: str) -> None:
+        """Load a trained UniPose into the frame network, every tensor; the first conv's three
+        RGB input channels are copied and the centre map's fourth starts at zero."""
+        file = Path(path).expanduser()
+        key = "model.module.network.frame_checkpoint"
+        if not file.is_file():
+            raise FileNotFoundError(f"{key}: no such file {file}")
+        state = frame_network_state(torch.load(file, map_location="cpu", weights_only=True))
+        own = self.frame_network.state_dict()
+        first_conv = next(
+            name + ".weight"
+            for name, module in self.frame_network.named_modules()
+            if isinstance(module, nn.Conv2d)
+        )
+        if first_conv in state and state[first_conv].shape[1] == 3:
+            rgb = state[first_conv]
+            state[first_conv] = torch.cat([rgb, rgb.new_zeros(rgb.shape[0], 1, *rgb.shape[2:])], 1)
+        missing = sorted(set(own) - set(state))
+        wrong = [
+            f"{name} {tuple(state[name].shape)} (this model: {tuple(tensor.shape)})"
+            for name, tensor in own.items()
+            if name in state and state[name].shape != tensor.shape
+        ]
+        if missing or wrong:
+            problems = (["missing: " + ", ".join(missing[:5])] if missing else []) + wrong[:5]
+            raise ValueError(
+                f"{key} {file} is not a UniPose of this size and keypoint count "
+                f"({len(missing)} tensors missing, {len(wrong)} of another shape): "
+                + "; ".join(problems)
+            )
+        self.frame_network.load_state_dict({name: state[name] for name in own})
+        log.info("frame network: loaded %d tensors from %s", len(own), file)
 
     def forward(self, clips: torch.Tensor) -> dict[str, torch.Tensor]:
         batch, frames = clips.shape[:2]
@@ -172,3 +221,17 @@ class UniPoseLSTM(nn.Module):
             states.append(hidden)
         hidden_states = torch.stack(states, dim=1).flatten(0, 1)  # (B * T, K + 2, h, w)
         return {"heatmaps": self.final(self.middle(hidden_states))}
+
+
+def frame_network_state(checkpoint: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The frame network's tensors of a checkpoint: a Lightning checkpoint's ``state_dict``
+    (``network.*``), a UniPose-LSTM's (``network.frame_network.*``) or a bare state dict."""
+    state = checkpoint.get("state_dict", checkpoint)
+    for prefix in ("network.frame_network.", "network.", "frame_network."):
+        if any(name.startswith(prefix) for name in state):
+            return {
+                name[len(prefix) :]: tensor
+                for name, tensor in state.items()
+                if name.startswith(prefix)
+            }
+    return dict(state)
