@@ -113,3 +113,24 @@ class CPNLoss(nn.Module):
             "loss_global": loss_global.detach(),
             "loss_refine": loss_refine.detach(),
         }
+
+
+class StackedMSELoss(nn.Module):
+    """Intermediate supervision (Stacked Hourglass): `KeypointMSELoss` of every stack's maps
+    (``outputs["stack_heatmaps"]``, (B, S, K, h, w)) against the same targets, summed over the
+    stacks as in the authors' code; ``loss_heatmap`` logs the last stack's term."""
+
+    def __init__(self, joint_weights: Sequence[float] | None = None) -> None:
+        super().__init__()
+        self.stack_loss = KeypointMSELoss(joint_weights)
+
+    def forward(
+        self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        stacks = outputs["stack_heatmaps"]
+        terms = [
+            self.stack_loss({"heatmaps": stacks[:, index]}, targets)["loss"]
+            for index in range(stacks.shape[1])
+        ]
+        loss = torch.stack(terms).sum()
+        return {"loss": loss, "loss_heatmap": terms[-1].detach()}
