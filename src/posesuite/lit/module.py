@@ -17,6 +17,7 @@ from posesuite.codecs.base import KeypointCodec
 from posesuite.data.batch import flatten_time
 from posesuite.data.geometry import crop_to_image_points
 from posesuite.metrics.base import Evaluation, PoseMetric
+from posesuite.models.rmpe import SymmetricSTN
 from posesuite.postprocess.pipeline import PostProcess
 from posesuite.skeleton import Skeleton
 
@@ -49,6 +50,7 @@ class PoseEstimationModule(L.LightningModule):
         channels_last: bool = False,
         image_mean: Sequence[float] = IMAGENET_MEAN,
         image_std: Sequence[float] = IMAGENET_STD,
+        spatial_transformer: SymmetricSTN | None = None,
     ) -> None:
         super().__init__()
         self.network = network
@@ -80,6 +82,15 @@ class PoseEstimationModule(L.LightningModule):
         self.skipped_samples = {"train": 0, "val": 0}
         if channels_last:
             self.network.to(memory_format=torch.channels_last)
+        # RMPE's STN, SDTN and parallel SPPE around the network (posesuite/models/rmpe.py).
+        self.spatial_transformer = spatial_transformer
+        if spatial_transformer is not None:
+            if getattr(network, "temporal", False):
+                raise ValueError(
+                    "model.module.spatial_transformer works on single frames: a clip network "
+                    f"({type(network).__name__}) cannot take it"
+                )
+            spatial_transformer.bind(self.network)
 
     # --- set-up ------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -95,7 +106,7 @@ class PoseEstimationModule(L.LightningModule):
             )
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(params=self.network.parameters())
+        optimizer = self.optimizer_factory(params=self.trainable_parameters())
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         scheduler = self.scheduler_factory(
@@ -105,6 +116,14 @@ class PoseEstimationModule(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The network's parameters, and the STN's when there is one (never the frozen parallel
+        SPPE's)."""
+        parameters = list(self.network.parameters())
+        if self.spatial_transformer is not None:
+            parameters += self.spatial_transformer.trainable_parameters()
+        return parameters
 
     # --- forward -----------------------------------------------------------------------------
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
@@ -122,7 +141,15 @@ class PoseEstimationModule(L.LightningModule):
         normalized = self.normalize(images.flatten(0, 1))
         if getattr(self.network, "temporal", False):
             return self.network(normalized.view(clips, frames, *normalized.shape[1:]))
-        return self.network(normalized)
+        if self.spatial_transformer is None:
+            return self.network(normalized)
+        # The SPPE reads the STN frame; ``theta`` travels with its outputs for the targets and
+        # the SDTN, and the frames for the parallel SPPE.
+        frame_images, theta = self.spatial_transformer(normalized)
+        outputs = {**self.network(frame_images), "theta": theta}
+        if self.spatial_transformer.parallel_active:
+            outputs["stn_images"] = frame_images
+        return outputs
 
     def predict_crop_keypoints(
         self, batch: Mapping[str, Any], frames: Mapping[str, Any] | None = None
@@ -136,9 +163,34 @@ class PoseEstimationModule(L.LightningModule):
         flipped = self(images.flip(-1)) if self.flip_test else None
         # Decoding is exact arithmetic on the maps: never in the bf16 of mixed precision.
         with torch.autocast(images.device.type, enabled=False):
+            if self.spatial_transformer is not None:
+                size = (images.shape[-1], images.shape[-2])
+                return self.decode_through_stn(outputs, flipped, frames, size)
             if flipped is None:
                 return self.codec.decode(outputs, frames)
             return self.codec.flip_test(outputs, flipped, frames, self.skeleton.flip_index)
+
+    def decode_through_stn(
+        self,
+        outputs: Mapping[str, torch.Tensor],
+        flipped: Mapping[str, torch.Tensor] | None,
+        frames: Mapping[str, Any],
+        size: tuple[int, int],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each pass decoded in its own STN frame and mapped back by its own SDTN; the mirrored
+        crop's keypoints are mirrored back (x -> W - 1 - x, left and right swapped) and the two
+        passes averaged."""
+        width = size[0]
+        keypoints, scores = self.codec.decode(outputs, frames)
+        keypoints = self.spatial_transformer.to_crop(keypoints, outputs["theta"], size)
+        if flipped is None:
+            return keypoints, scores
+        mirrored, mirrored_scores = self.codec.decode(flipped, frames)
+        mirrored = self.spatial_transformer.to_crop(mirrored, flipped["theta"], size)
+        index = torch.as_tensor(self.skeleton.flip_index, device=keypoints.device)
+        mirrored = mirrored.index_select(1, index)
+        mirrored = torch.stack([width - 1 - mirrored[..., 0], mirrored[..., 1]], dim=-1)
+        return 0.5 * (keypoints + mirrored), 0.5 * (scores + mirrored_scores.index_select(1, index))
 
     def predict_poses(
         self, batch: Mapping[str, Any], frames: Mapping[str, Any] | None = None
@@ -161,16 +213,42 @@ class PoseEstimationModule(L.LightningModule):
         )
         if "image" not in batch:
             return None  # every image of this batch failed to decode (reported by the dataset)
+        if self.spatial_transformer is not None:
+            self.spatial_transformer.refresh_parallel(self.network, self.global_step)
         outputs = self(batch["image"])
         frames = flatten_time(batch)
-        targets = self.codec.encode(frames, outputs)
-        losses = self.loss(outputs, targets)
+        if self.spatial_transformer is None:
+            losses = self.loss(outputs, self.codec.encode(frames, outputs))
+        else:
+            losses = self.stn_losses(outputs, frames)
         batch_size = frames["keypoints"].shape[0]
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=batch_size)
         for name, value in losses.items():
             if name != "loss":
                 self.log(f"train/{name}", value, batch_size=batch_size)
         return losses["loss"]
+
+    def stn_losses(
+        self, outputs: Mapping[str, torch.Tensor], frames: Mapping[str, Any]
+    ) -> dict[str, torch.Tensor]:
+        """The family's loss on targets mapped into the STN frame, plus the parallel SPPE's loss
+        on targets centred in the frame (`posesuite.models.rmpe`)."""
+        stn = self.spatial_transformer
+        size = (frames["image"].shape[-1], frames["image"].shape[-2])
+        losses = self.loss(
+            outputs, self.codec.encode(stn.to_frame(frames, outputs["theta"], size), outputs)
+        )
+        if "stn_images" in outputs:
+            parallel = stn.parallel_outputs(outputs["stn_images"])
+            parallel_loss = self.loss(
+                parallel, self.codec.encode(stn.centred(frames, size), parallel)
+            )
+            losses = {
+                **losses,
+                "loss": losses["loss"] + stn.parallel_weight * parallel_loss["loss"],
+                "loss_parallel": parallel_loss["loss"].detach(),
+            }
+        return losses
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         if self.val_metric is None:
