@@ -116,7 +116,11 @@ def test_the_data_module_serves_each_split_from_its_box_source(synthetic_coco, t
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"box_source": "pgpg"}, r"data\.box_source must be one of gt, detections, jitter"),
+        (
+            {"box_source": "proposals"},
+            r"data\.box_source must be one of gt, detections, jitter, pgpg",
+        ),
+        ({"train_box_source": "pgpg"}, r"needs data\.pgpg_file"),
         ({"train_box_source": "detections"}, r"set data\.train_det_file"),
     ],
 )

@@ -9,10 +9,13 @@ One mechanism for training and evaluation alike (``data.train_box_source`` and
   >= ``match_iou``, greedy by score), each with that person's keypoints;
 - ``jitter``: ground-truth boxes perturbed per sample with DPG's fixed Gaussian offsets of each
   edge (RMPE's fallback for its pose-guided proposals); a fresh draw per training sample, a
-  fixed draw per record at evaluation.
+  fixed draw per record at evaluation;
+- ``pgpg``: RMPE's pose-guided proposals (`posesuite.data.pgpg`): ground-truth boxes moved by
+  offsets drawn from the mixture fitted for the person's atomic pose (``task=fit_pgpg``'s
+  artifact, ``data.pgpg_file``); drawn like ``jitter``.
 
 A source gives a split's records (`BoxSource.records`) and may redraw a record's box for each
-sample (`BoxSource.draw`). RMPE's pose-guided proposal generator plugs in as one more source.
+sample (`BoxSource.draw`).
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
+from posesuite.data.pgpg import PoseGuidedProposals
 from posesuite.data.records import DataError, PersonRecord, Split
 from posesuite.data.sources.coco import CocoSplit, read_detections
 
 log = logging.getLogger(__name__)
 
-BOX_SOURCES = ("gt", "detections", "jitter")
+BOX_SOURCES = ("gt", "detections", "jitter", "pgpg")
 
 
 @dataclass(frozen=True)
@@ -65,24 +69,31 @@ class BoxJitter:
 
 @dataclass(frozen=True)
 class BoxSource:
-    """One of `BOX_SOURCES` with its options; ``det_file``: the detections of ``detections``."""
+    """One of `BOX_SOURCES` with its options; ``det_file``: the detections of ``detections``;
+    ``proposals``: the fitted PGPG of ``pgpg``."""
 
     kind: str = "gt"
     det_file: str | Path | None = None
     min_score: float = 0.0
     match_iou: float = 0.5
     jitter: BoxJitter = field(default_factory=BoxJitter)
+    proposals: PoseGuidedProposals | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in BOX_SOURCES:
             raise DataError(
                 f"unknown box source {self.kind!r}: choose one of {', '.join(BOX_SOURCES)}"
             )
+        if self.kind == "pgpg" and self.proposals is None:
+            raise DataError(
+                "box source 'pgpg' needs the proposals fitted by python run.py task=fit_pgpg: "
+                "set data.pgpg_file to its pgpg.json"
+            )
 
     @property
     def redraws(self) -> bool:
         """Whether each sample gets its own box (`draw` changes the record)."""
-        return self.kind == "jitter"
+        return self.kind in ("jitter", "pgpg")
 
     def describe(self, split: Split) -> str:
         if self.kind == "detections":
@@ -129,7 +140,10 @@ class BoxSource:
         """The record with the box this sample is cropped from."""
         if not self.redraws:
             return record
-        box = self.jitter(record.bbox, rng)
+        if self.kind == "pgpg":
+            box = self.proposals.propose(record, rng)
+        else:
+            box = self.jitter(record.bbox, rng)
         return dataclasses.replace(record, bbox=box, area=float(box[2] * box[3]))
 
 
@@ -146,15 +160,15 @@ def box_iou(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
     return overlap / np.maximum(union, 1e-12)
 
 
-def match_detections(
+def match_pairs(
     detections: Sequence[PersonRecord], people: Sequence[PersonRecord], min_iou: float
-) -> list[PersonRecord]:
-    """Each person with the best-scoring unmatched detection of IoU >= ``min_iou`` (greedy by
-    detection score, as COCO matching is): the person's keypoints in the detection's box."""
+) -> list[tuple[PersonRecord, PersonRecord]]:
+    """(person, detection) pairs: each person with the best-scoring unmatched detection of IoU
+    >= ``min_iou`` (greedy by detection score, as COCO matching is)."""
     by_image: dict[int, list[PersonRecord]] = defaultdict(list)
     for person in people:
         by_image[person.image_id].append(person)
-    matched = []
+    pairs = []
     taken: set[int] = set()
     for detection in sorted(detections, key=lambda d: -d.box_score):
         candidates = by_image.get(detection.image_id, [])
@@ -167,13 +181,18 @@ def match_detections(
                 break
             if id(person) not in taken:
                 taken.add(id(person))
-                matched.append(
-                    dataclasses.replace(
-                        person,
-                        bbox=detection.bbox,
-                        box_score=detection.box_score,
-                        area=person.area,
-                    )
-                )
+                pairs.append((person, detection))
                 break
-    return matched
+    return pairs
+
+
+def match_detections(
+    detections: Sequence[PersonRecord], people: Sequence[PersonRecord], min_iou: float
+) -> list[PersonRecord]:
+    """The matched people (`match_pairs`), each with its detection's box and score."""
+    return [
+        dataclasses.replace(
+            person, bbox=detection.bbox, box_score=detection.box_score, area=person.area
+        )
+        for person, detection in match_pairs(detections, people, min_iou)
+    ]

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from posesuite.data.boxes import BOX_SOURCES, BoxJitter, BoxSource
 from posesuite.data.decoding import decode_for_crop, is_jpeg
+from posesuite.data.pgpg import PoseGuidedProposals
 from posesuite.data.photometric import PhotometricAugmentation
 from posesuite.data.records import DataError, PersonRecord, Split
 from posesuite.data.sampler import MultiSourceSampler
@@ -245,6 +246,7 @@ class PoseDataModule(L.LightningDataModule):
         train_det_file: str | None = None,
         box_match_iou: float = 0.5,
         box_jitter: BoxJitter | Mapping[str, Any] | None = None,
+        pgpg_file: str | None = None,
         pin_memory: bool = False,
         persistent_workers: bool = True,
         decode_reduced: bool = False,
@@ -272,9 +274,20 @@ class PoseDataModule(L.LightningDataModule):
         self.box_source = "detections" if det_file else box_source
         self.train_box_source = "detections" if train_det_file else train_box_source
         self.det_file = det_file
-        self.val_boxes = BoxSource(self.box_source, det_file, det_min_score, box_match_iou, jitter)
+        proposals = None
+        if "pgpg" in (self.box_source, self.train_box_source):
+            if pgpg_file is None:
+                raise DataError(
+                    "data.box_source / data.train_box_source=pgpg needs data.pgpg_file: the "
+                    "pgpg.json written by python run.py task=fit_pgpg"
+                )
+            proposals = PoseGuidedProposals.load(pgpg_file)
+            proposals.check_keypoints(self.skeleton.keypoints, pgpg_file)
+        self.val_boxes = BoxSource(
+            self.box_source, det_file, det_min_score, box_match_iou, jitter, proposals
+        )
         self.train_boxes = BoxSource(
-            self.train_box_source, train_det_file, det_min_score, box_match_iou, jitter
+            self.train_box_source, train_det_file, det_min_score, box_match_iou, jitter, proposals
         )
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
@@ -331,20 +344,15 @@ class PoseDataModule(L.LightningDataModule):
                     log.info("train: %d people from source %r", len(part), source.name)
             else:
                 split = self.train_split
-                self.train_set = dataset(self.train_boxes.records(split, k, training=True))
-                log.info(
-                    "train: %d people, %s",
-                    len(self.train_set),
-                    self.train_boxes.describe(split),
-                )
+                boxes = self.own_detections(self.train_boxes, split)
+                self.train_set = dataset(boxes.records(split, k, training=True))
+                log.info("train: %d people, %s", len(self.train_set), boxes.describe(split))
             augmentation = transform.augmentation
             if augmentation is not None and augmentation.photometric:
                 self.photometric = PhotometricAugmentation()
         if self.val_set is None:
             split = self.val_split
-            boxes = self.val_boxes
-            if boxes.kind == "detections" and boxes.det_file is None and split.detections:
-                boxes = dataclasses.replace(boxes, det_file=split.detections)
+            boxes = self.own_detections(self.val_boxes, split)
             records = boxes.records(split, k, training=False)
             self.val_set = TopDownDataset(
                 records,
@@ -354,6 +362,15 @@ class PoseDataModule(L.LightningDataModule):
                 seed=self.seed,
             )
             log.info("val: %d %s", len(records), boxes.describe(split))
+
+    @staticmethod
+    def own_detections(boxes: BoxSource, split: Split) -> BoxSource:
+        """Detections without a file read the split's own detections, where it has them (the
+        synthetic data's, for example)."""
+        detections = getattr(split, "detections", None)
+        if boxes.kind == "detections" and boxes.det_file is None and detections:
+            return dataclasses.replace(boxes, det_file=detections)
+        return boxes
 
     def _loader(
         self,

@@ -1,8 +1,9 @@
 """An embedded, deterministic synthetic COCO person-keypoints dataset.
 
 The suite's default dataset when no real data is at hand. It is written to disk as a real COCO
-person-keypoints dataset (images, ``person_keypoints_{train,val}.json`` and a detector-style
-``person_detections_val.json``) and read by the same reader as real COCO.
+person-keypoints dataset (images, ``person_keypoints_{train,val}.json`` and detector-style
+``person_detections_{train,val}.json``) and read by the same reader as real COCO. The training
+split's detections are what training on detector boxes and PGPG's fit read.
 
 How an image is made:
 
@@ -72,7 +73,7 @@ from posesuite.skeleton import load_skeleton
 log = logging.getLogger(__name__)
 
 # Part of the cache key: bump whenever the generated data change, so old caches are not reused.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 # Figures with fewer visible pixels than this are left unannotated.
 MIN_VISIBLE_AREA = 16
 
@@ -144,6 +145,7 @@ class SyntheticPaths:
     train_annotations: Path
     val_annotations: Path
     val_detections: Path
+    train_detections: Path
 
     @classmethod
     def under(cls, root: Path) -> SyntheticPaths:
@@ -155,10 +157,16 @@ class SyntheticPaths:
             train_annotations=annotations / "person_keypoints_train.json",
             val_annotations=annotations / "person_keypoints_val.json",
             val_detections=annotations / "person_detections_val.json",
+            train_detections=annotations / "person_detections_train.json",
         )
 
     def annotation_files(self) -> tuple[Path, ...]:
-        return (self.train_annotations, self.val_annotations, self.val_detections)
+        return (
+            self.train_annotations,
+            self.val_annotations,
+            self.val_detections,
+            self.train_detections,
+        )
 
 
 def ensure_synthetic_coco(
@@ -250,7 +258,9 @@ def _generate(paths: SyntheticPaths, spec: SyntheticSpec) -> str:
         folder.mkdir(parents=True)
 
     names = skeleton.keypoints
-    train = _write_split(paths.train_images, spec, spec.train_seed, spec.num_train_images, names)
+    train = _write_split(
+        paths.train_images, spec, spec.train_seed, spec.num_train_images, names, True
+    )
     val = _write_split(paths.val_images, spec, spec.val_seed, spec.num_val_images, names, True)
     for split, annotation_file in ((train, paths.train_annotations), (val, paths.val_annotations)):
         dataset = {
@@ -266,8 +276,10 @@ def _generate(paths: SyntheticPaths, spec: SyntheticSpec) -> str:
         }
         _write_json(annotation_file, dataset)
     _write_json(paths.val_detections, val.detections)
+    _write_json(paths.train_detections, train.detections)
     return (
-        f"{len(train.images)} train images ({len(train.annotations)} people),"
+        f"{len(train.images)} train images ({len(train.annotations)} people,"
+        f" {len(train.detections)} detections),"
         f" {len(val.images)} val images ({len(val.annotations)} people,"
         f" {len(val.detections)} detections)"
     )
@@ -1531,6 +1543,6 @@ class SyntheticCocoDataset:
     def prepare(self) -> tuple[CocoSplit, CocoSplit]:
         paths = ensure_synthetic_coco(self.root, self.spec)
         return (
-            CocoSplit(paths.train_annotations, paths.train_images),
+            CocoSplit(paths.train_annotations, paths.train_images, paths.train_detections),
             CocoSplit(paths.val_annotations, paths.val_images, paths.val_detections),
         )
