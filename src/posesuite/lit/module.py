@@ -231,13 +231,19 @@ class PoseEstimationModule(L.LightningModule):
     def stn_losses(
         self, outputs: Mapping[str, torch.Tensor], frames: Mapping[str, Any]
     ) -> dict[str, torch.Tensor]:
-        """The family's loss on targets mapped into the STN frame, plus the parallel SPPE's loss
-        on targets centred in the frame (`posesuite.models.rmpe`)."""
+        """The family's loss on the SPPE's maps taken back to the loose crop by the SDTN, plus
+        the parallel SPPE's loss on targets centred in the STN frame (`posesuite.models.rmpe`)."""
         stn = self.spatial_transformer
         size = (frames["image"].shape[-1], frames["image"].shape[-2])
-        losses = self.loss(
-            outputs, self.codec.encode(stn.to_frame(frames, outputs["theta"], size), outputs)
-        )
+        theta = outputs["theta"]
+        in_crop = stn.to_crop_maps(outputs, theta)
+        losses = {
+            **self.loss(in_crop, self.codec.encode(frames, in_crop)),
+            # What the STN does, logged beside the losses: its zoom (the frame's side over the
+            # crop's: 1 at the identity, below 1 zooming in) and its shift (normalised units).
+            "stn_zoom": torch.linalg.det(theta[:, :, :2].float()).abs().sqrt().mean().detach(),
+            "stn_shift": theta[:, :, 2].float().norm(dim=-1).mean().detach(),
+        }
         if "stn_images" in outputs:
             parallel = stn.parallel_outputs(outputs["stn_images"])
             parallel_loss = self.loss(
