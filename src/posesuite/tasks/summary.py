@@ -36,6 +36,14 @@ def summary(cfg: DictConfig) -> None:
     input_size = tuple(cfg.model.input_size)
     params, gmacs = count_params_and_gmacs(module.network, input_size)
     print(f"model: {cfg.model.name}  input (W x H): {input_size[0]} x {input_size[1]}")
+    if module.spatial_transformer is not None:  # RMPE: the STN runs before the network
+        stn_params, stn_gmacs = count_params_and_gmacs(module.spatial_transformer.stn, input_size)
+        print(
+            f"network (SPPE): {params / 1e6:.2f} M parameters, {gmacs:.2f} GFLOPs; STN: "
+            f"{stn_params / 1e6:.2f} M, {stn_gmacs:.2f} GFLOPs (the frozen parallel SPPE, "
+            "training only, is not counted)"
+        )
+        params, gmacs = params + stn_params, gmacs + stn_gmacs
     print(f"parameters: {params / 1e6:.2f} M")
     print(f"GFLOPs (multiply-accumulates / 1e9, the pose literature's convention): {gmacs:.2f}")
     print(f"params={params} gflops={gmacs:.4f}")
