@@ -216,3 +216,32 @@ def test_a_parallel_checkpoint_without_network_weights_is_named(tmp_path):
     torch.save({"state_dict": {"other.weight": torch.zeros(1)}}, path)
     with pytest.raises(InstantiationException, match=r"empty\.ckpt holds no network weights"):
         build_module(stn=True, parallel_checkpoint=str(path))
+
+
+@pytest.mark.parametrize(
+    ("row", "stn", "parallel", "train_boxes"),
+    [
+        ("full", True, True, "pgpg"),
+        ("no_sstn", False, None, "pgpg"),
+        ("no_parallel", True, False, "pgpg"),
+        ("no_pgpg", True, True, "gt"),
+        ("jitter", True, True, "jitter"),
+    ],
+)
+def test_each_ablation_row_changes_what_it_names(row, stn, parallel, train_boxes):
+    GlobalHydra.instance().clear()
+    overrides = [
+        "experiment=rmpe_res18_synthetic-128x96",
+        f"rmpe_ablation={row}",
+        "data.pgpg_file=unused.json",
+        "paths.output_dir=/tmp/unused",
+    ]
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    module = cfg.model.module.spatial_transformer
+    assert (module is not None) == stn
+    assert cfg.data.train_transform.padding == (1.6 if stn else 1.25)
+    if stn:
+        assert module.parallel == parallel
+    assert cfg.data.train_box_source == train_boxes
+    assert (cfg.data.box_source, cfg.model.postprocess.nms) == ("detections", "parametric")
