@@ -52,9 +52,7 @@ def fit_pgpg(cfg: DictConfig) -> None:
         len(detections),
         det_file,
     )
-    proposals, report = fit_proposals(
-        people, pairs, skeleton.keypoints, seed=cfg.seed, **cfg.pgpg
-    )
+    proposals, report = fit_proposals(people, pairs, skeleton.keypoints, seed=cfg.seed, **cfg.pgpg)
     report = {"annotations": str(split.annotations), "detections": str(det_file), **report}
     out = output_dir(cfg)
     proposals.save(out / "pgpg.json", report)
