@@ -132,6 +132,32 @@ def test_eval_on_detections_uses_the_detector_boxes(data_root, trained_run, tmp_
     assert len(predictions) == len(json.loads(det_file.read_text()))  # one pose per box, no NMS
 
 
+def test_detector_boxes_end_to_end_with_parametric_pose_nms(data_root, tmp_path):
+    """RMPE's protocol: train on the detector's boxes matched to the people, evaluate on the
+    detector's boxes with parametric pose NMS (the synthetic data's own detections, no file
+    given)."""
+    run(
+        [
+            *tiny_data(data_root),
+            "trainer.max_epochs=1",
+            "data.train_box_source=detections",
+            "data.box_source=detections",
+            "model.postprocess.nms=parametric",
+        ],
+        tmp_path,
+    )
+    log = (tmp_path / "train.log").read_text()
+    assert "people matched by a detection of" in log and "person_detections_train.json" in log
+    assert "detections boxes from" in log and "person_detections_val.json" in log
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["box_source"] == "detections" and "AP" in metrics
+    raw = torch.load(tmp_path / "raw_predictions_val.pt", weights_only=True)
+    det_file = next(data_root.rglob("person_detections_val.json"))
+    assert len(raw["people"]["image_ids"]) == len(json.loads(det_file.read_text()))
+    kept = json.loads((tmp_path / "predictions_val.json").read_text())
+    assert len(kept) <= len(raw["people"]["image_ids"])
+
+
 @pytest.fixture(scope="module")
 def eval_on_detections(data_root, trained_run, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("eval_det")
