@@ -152,8 +152,8 @@ def test_the_parallel_sppe_is_frozen_and_its_loss_reaches_only_the_stn():
     module.train()
     assert not stn.parallel_sppe.training  # frozen batch norm too
     assert not any(p.requires_grad for p in stn.parallel_sppe.parameters())
-    assert all(id(p) not in {id(q) for q in module.trainable_parameters()}
-               for p in stn.parallel_sppe.parameters())  # fmt: skip
+    optimized = {id(p) for group in module.parameter_groups() for p in group["params"]}
+    assert not any(id(p) in optimized for p in stn.parallel_sppe.parameters())
     batch = toy_batch()
     # Before its step it has no weights of its own and no loss.
     stn.refresh_parallel(module.network, step=4)
@@ -245,3 +245,13 @@ def test_each_ablation_row_changes_what_it_names(row, stn, parallel, train_boxes
         assert module.parallel == parallel
     assert cfg.data.train_box_source == train_boxes
     assert (cfg.data.box_source, cfg.model.postprocess.nms) == ("detections", "parametric")
+
+
+def test_the_stn_trains_at_its_share_of_the_rate():
+    module, cfg = build_module(stn=True)
+    network, stn = module.parameter_groups()
+    assert "lr" not in network and len(network["params"]) == len(list(module.network.parameters()))
+    assert stn["lr"] == pytest.approx(cfg.model.module.optimizer.lr * 0.1)
+    assert {id(p) for p in stn["params"]} == {
+        id(p) for p in module.spatial_transformer.stn.parameters()
+    }

@@ -106,7 +106,7 @@ class PoseEstimationModule(L.LightningModule):
             )
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(params=self.trainable_parameters())
+        optimizer = self.optimizer_factory(params=self.parameter_groups())
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
         scheduler = self.scheduler_factory(
@@ -117,13 +117,23 @@ class PoseEstimationModule(L.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
 
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        """The network's parameters, and the STN's when there is one (never the frozen parallel
-        SPPE's)."""
-        parameters = list(self.network.parameters())
-        if self.spatial_transformer is not None:
-            parameters += self.spatial_transformer.trainable_parameters()
-        return parameters
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The optimizer's groups: the network, and the STN's own parameters at ``lr_scale``
+        times the rate (never the frozen parallel SPPE's)."""
+        groups: list[dict[str, Any]] = [{"params": list(self.network.parameters())}]
+        stn = self.spatial_transformer
+        if stn is not None:
+            group: dict[str, Any] = {"params": stn.trainable_parameters()}
+            if stn.lr_scale != 1.0:
+                rate = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+                if rate is None:
+                    raise ValueError(
+                        "model.module.spatial_transformer.lr_scale needs the optimizer's lr "
+                        "(model.module.optimizer.lr) to scale"
+                    )
+                group["lr"] = rate * stn.lr_scale
+            groups.append(group)
+        return groups
 
     # --- forward -----------------------------------------------------------------------------
     def normalize(self, images: torch.Tensor) -> torch.Tensor:

@@ -82,6 +82,7 @@ class SymmetricSTN(nn.Module):
         parallel_checkpoint: a posesuite checkpoint whose network weights are the parallel
             SPPE's from the start (the same SPPE config).
         centred_padding: the centred target's padding around the labelled joints' box.
+        lr_scale: the STN's learning rate over the network's (the optimizer's lr).
         crop_padding: the loose crop's padding around the proposal box (1.6: 30% each way),
             which the data config reads (``conf/_topdown.yaml``); kept here so that one config
             entry adds the STN and its loose crops.
@@ -96,6 +97,7 @@ class SymmetricSTN(nn.Module):
         parallel_checkpoint: str | None = None,
         centred_padding: float = 1.25,
         crop_padding: float = 1.6,
+        lr_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.stn = SpatialTransformer(localisation)
@@ -105,6 +107,7 @@ class SymmetricSTN(nn.Module):
         self.parallel_checkpoint = parallel_checkpoint
         self.centred_padding = centred_padding
         self.crop_padding = crop_padding
+        self.lr_scale = lr_scale
         self.parallel_sppe: nn.Module | None = None
         # Whether the parallel SPPE holds its weights yet (kept in checkpoints: a resumed run
         # does not copy again).
