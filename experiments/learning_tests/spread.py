@@ -7,6 +7,8 @@ tests/tasks/learning_runs.py and tests/models/test_cpn.py) and adds the numbers 
 - ``baseline``: the default SimpleBaseline, 300 steps (tests/tasks/test_run.py): first and last
   logged losses, validation AP halfway and at the end;
 - ``cpn_r50``: the CPU-sized CPN config with a ResNet-50, same data and budget;
+- ``rmpe``: the default SPPE behind the symmetric STN with the parallel SPPE from step 150, same
+  data and budget (the SPPE's own loss term, ``loss_heatmap``);
 - ``cpn_one_batch``: 17 Adam steps of CPN-R50 at 256x192 on one synthetic batch
   (tests/models/test_cpn.py): each loss term's last value over its value after the first update;
 - ``unipose``: UniPose-R18 at 64x64 on the synthetic MPII, 100 steps (tests/tasks/test_run.py):
@@ -38,6 +40,7 @@ sys.path[:0] = [str(REPO / "tests" / "tasks"), str(REPO / "tests" / "models")]
 
 from learning_runs import (  # noqa: E402
     CPN_R50,
+    RMPE,
     learning_curve,
     learning_data,
     unipose_learning,
@@ -45,7 +48,17 @@ from learning_runs import (  # noqa: E402
 )
 
 RESULTS_FILE = HERE / "results.json"
-TESTS = ("baseline", "cpn_r50", "cpn_one_batch", "unipose", "unipose_lstm", "unipose_lstm_single")
+TESTS = (
+    "baseline",
+    "cpn_r50",
+    "rmpe",
+    "cpn_one_batch",
+    "unipose",
+    "unipose_lstm",
+    "unipose_lstm_single",
+)
+# test -> (its overrides beside learning_data's, the logged loss it reads)
+AP_RUNS = {"baseline": ([], "loss"), "cpn_r50": (CPN_R50, "loss"), "rmpe": (RMPE, "loss_heatmap")}
 # test -> (overrides of its run, the metric it reads)
 UNIPOSE_RUNS = {
     "unipose": (unipose_learning, "PCKh"),
@@ -73,9 +86,9 @@ def run_app(overrides: list[str], out_dir: Path) -> None:
 
 def measure_run(test: str, seed: int, work: Path) -> dict[str, float]:
     out = work / f"{test}_{seed}"
-    overrides = learning_data(work / "data", seed) + (CPN_R50 if test == "cpn_r50" else [])
-    run_app(overrides, out)
-    losses, aps = learning_curve(out)
+    extra, loss = AP_RUNS[test]
+    run_app(learning_data(work / "data", seed) + extra, out)
+    losses, aps = learning_curve(out, loss=loss)
     return {
         "loss_first3": float(np.mean(losses[:3])),
         "loss_last3": float(np.mean(losses[-3:])),
